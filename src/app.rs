@@ -1,0 +1,169 @@
+//! Wiring: the one place that opens the store (and so picks the backend), loads keys and
+//! builds the router.
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, redact_database_url};
+use crate::http::{self, AppState};
+use crate::identity::{Identity, Passwords};
+use crate::keys;
+use crate::store::{self, Db, DbOptions, Json};
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Why Lintel could not start. Each is one line for the operator; the process exits 2.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("database: {url}: {message}")]
+    Database { url: String, message: String },
+    #[error("keys: {0}")]
+    Keys(#[from] keys::KeyError),
+    #[error("bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("passwords: {0}")]
+    Passwords(#[from] crate::identity::passwords::PasswordError),
+}
+
+/// Opens the database named by the config and applies pending migrations.
+pub async fn open_store(config: &Config) -> Result<Db, StartupError> {
+    let url = config.database_url.expose();
+    let err = |message: String| StartupError::Database { url: redact_database_url(url), message };
+    let opts = DbOptions {
+        max_connections: config.database.max_connections,
+        connect_timeout: config.database.connect_timeout,
+        sqlite_busy_timeout: config.database.sqlite_busy_timeout,
+    };
+    let db = Db::connect(url, &opts).await.map_err(|e| err(e.to_string()))?;
+    let applied = db.migrate().await.map_err(|e| err(e.to_string()))?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "migrations applied");
+    }
+    Ok(db)
+}
+
+/// The identity services over an open store.
+pub fn identity(config: &Config, db: Db, clock: SharedClock) -> Result<Identity, StartupError> {
+    Ok(Identity { db, clock, passwords: Passwords::new(&config.password)? })
+}
+
+/// A built server, bound and ready to serve.
+pub struct App {
+    pub state: AppState,
+    listener: TcpListener,
+}
+
+impl App {
+    /// Opens the store, migrates, ensures a signing key and binds `config.bind`.
+    pub async fn build(config: Config) -> Result<App, StartupError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(config: Config, clock: SharedClock) -> Result<App, StartupError> {
+        let db = open_store(&config).await?;
+        tracing::info!(
+            backend = ?db.backend(),
+            url = %redact_database_url(config.database_url.expose()),
+            "database ready"
+        );
+        let (keys, generated) = keys::ensure(&config.keys_dir)?;
+        let mut c = db.conn().await.map_err(|e| StartupError::Database {
+            url: redact_database_url(config.database_url.expose()),
+            message: e.to_string(),
+        })?;
+        for k in &keys {
+            if generated {
+                tracing::info!(kid = %k.kid, path = %k.path.display(), "generated signing key");
+            }
+            let now = clock.now();
+            let meta = store::signing_keys::SigningKey {
+                kid: k.kid.clone(),
+                alg: k.alg.to_string(),
+                public_jwk: Json(serde_json::Value::Object(k.public_jwk.as_ref().clone())),
+                created_at: now,
+                active_from: now,
+                retired_at: None,
+                published_until: None,
+            };
+            store::signing_keys::insert_if_absent(&mut c, &meta)
+                .await
+                .map_err(|e| StartupError::Database {
+                    url: redact_database_url(config.database_url.expose()),
+                    message: e.to_string(),
+                })?;
+        }
+        drop(c);
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| StartupError::Bind { addr: config.bind, source })?;
+        let identity = identity(&config, db, clock)?;
+        Ok(App { state: AppState { config: Arc::new(config), identity }, listener })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn router(&self) -> axum::Router {
+        http::router(self.state.clone())
+    }
+
+    /// Serves `router` until `shutdown` resolves, then stops accepting and lets in-flight
+    /// requests finish for up to `http.shutdown_timeout`.
+    pub async fn serve_with(
+        self,
+        router: axum::Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let grace = self.state.config.http.shutdown_timeout;
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining in-flight requests");
+            let _ = started_tx.send(());
+        };
+        let server = axum::serve(self.listener, router).with_graceful_shutdown(signal);
+        tokio::select! {
+            r = server.into_future() => r,
+            () = async {
+                if started_rx.await.is_ok() {
+                    tokio::time::sleep(grace).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!(?grace, "shutdown timeout: abandoning in-flight requests");
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let router = self.router();
+        self.serve_with(router, shutdown).await
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

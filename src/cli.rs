@@ -1,0 +1,210 @@
+//! The command line. `lintel` (or `lintel serve`) serves; admin subcommands print one JSON
+//! object on stdout. Exit status: 0 success, 1 the command failed (message on stderr),
+//! 2 bad usage, bad configuration or unreachable database.
+use crate::app::{self, App, StartupError};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{Config, ConfigFile, Secret};
+use crate::identity::{self, IdentityError};
+use crate::telemetry;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(name = "lintel", version, about = "Lintel identity server")]
+pub struct Cli {
+    /// Configuration file (default: ./config.toml when present).
+    #[arg(long, global = true, env = "LINTEL_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// url_safe_org_name (default: derived from the name).
+        #[arg(long)]
+        slug: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Add the user to this organization (id or url_safe_org_name) as a member.
+        #[arg(long)]
+        org: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        first_name: Option<String>,
+        #[arg(long)]
+        last_name: Option<String>,
+    },
+}
+
+/// A failure of a CLI command and the exit status it maps to.
+#[derive(Debug)]
+enum Failure {
+    /// Configuration, database reachability: exit 2.
+    Startup(StartupError),
+    /// The command itself failed: exit 1.
+    Command(String),
+}
+
+impl From<StartupError> for Failure {
+    fn from(e: StartupError) -> Self {
+        Failure::Startup(e)
+    }
+}
+
+impl From<IdentityError> for Failure {
+    fn from(e: IdentityError) -> Self {
+        Failure::Command(match e {
+            IdentityError::Conflict { field, message } => format!("{message} (conflict: {field})"),
+            IdentityError::Invalid { field, message } => format!("invalid {field}: {message}"),
+            IdentityError::NotFound { what } => format!("{what} not found"),
+            other => other.to_string(),
+        })
+    }
+}
+
+/// Parses arguments and runs; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = match &cli.config {
+        Some(p) => ConfigFile::Explicit(p.clone()),
+        None => ConfigFile::Default,
+    };
+    let config = match Config::load(&file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lintel: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&config.log_level, config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lintel: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Startup(e)) => {
+            eprintln!("lintel: {e}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Command(m)) => {
+            eprintln!("lintel: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn print(v: serde_json::Value) {
+    println!("{v}");
+}
+
+async fn run(command: Command, config: Config) -> Result<(), Failure> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    match command {
+        Command::Serve => {
+            let app = App::build(config).await?;
+            let addr = app.local_addr().map_err(|e| Failure::Command(e.to_string()))?;
+            tracing::info!("listening on http://{addr}");
+            app.serve(app::shutdown_signal())
+                .await
+                .map_err(|e| Failure::Command(format!("server: {e}")))?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Migrate => {
+            let db = app::open_store(&config).await?;
+            // open_store applied anything pending; report the state.
+            let versions = db
+                .applied_migrations()
+                .await
+                .map_err(|e| Failure::Command(e.to_string()))?;
+            print(json!({ "database": db.backend(), "migrations": versions }));
+            Ok(())
+        }
+        Command::Org(OrgCommand::Create { name, slug }) => {
+            let db = app::open_store(&config).await?;
+            let id = app::identity(&config, db, clock)?;
+            let org = identity::orgs::create(&id, &name, slug.as_deref()).await?;
+            print(json!({
+                "org_id": org.org_id,
+                "org_name": org.org_name,
+                "url_safe_org_name": org.url_safe_org_name,
+                "created_at": org.created_at,
+            }));
+            Ok(())
+        }
+        Command::User(UserCommand::Create { email, org, password_stdin, first_name, last_name }) => {
+            let password = if password_stdin {
+                Some(read_password().map_err(Failure::Command)?)
+            } else {
+                None
+            };
+            let db = app::open_store(&config).await?;
+            let id = app::identity(&config, db, clock)?;
+            let org_id = match org {
+                Some(o) => Some(identity::orgs::resolve(&id, &o).await?.org_id),
+                None => None,
+            };
+            let new = identity::users::NewUser { email, password, first_name, last_name, org_id };
+            let (user, membership) = identity::users::create(&id, new).await?;
+            print(json!({
+                "user_id": user.user_id,
+                "email": user.email,
+                "has_password": user.has_password,
+                "created_at": user.created_at,
+                "org_id": membership.as_ref().map(|m| m.org_id),
+                "user_role": membership.as_ref().map(|m| m.user_role.clone()),
+            }));
+            Ok(())
+        }
+    }
+}
+
+/// The first line of stdin, without its line ending.
+fn read_password() -> Result<Secret<String>, String> {
+    let mut buf = String::new();
+    std::io::stdin()
+        .take(4096)
+        .read_to_string(&mut buf)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    let line = buf.lines().next().unwrap_or_default().to_string();
+    if line.is_empty() {
+        return Err("--password-stdin: no password on standard input".into());
+    }
+    Ok(Secret::new(line))
+}

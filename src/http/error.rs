@@ -1,0 +1,145 @@
+//! The one HTTP error type: every failure becomes an RFC 9457 problem+json response here.
+use crate::identity::IdentityError;
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Each variant documents its status; `type` URIs are stable identifiers.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: malformed input (syntax, bad UUID, bad JSON).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 422: well-formed input that breaks a rule; `field` names it.
+    #[error("{field}: {detail}")]
+    Invalid { field: String, detail: String },
+    /// 404: no such resource, or one the caller may not see.
+    #[error("not found")]
+    NotFound,
+    /// 405.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 408: the request took longer than `http.request_timeout_secs`.
+    #[error("request timeout")]
+    Timeout,
+    /// 409: a unique value is taken; `field` names it.
+    #[error("{detail}")]
+    Conflict { field: String, detail: String },
+    /// 413: body larger than `http.body_limit_bytes`.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 503: a dependency (the database) is not answering.
+    #[error("service unavailable")]
+    Unavailable,
+    /// 500: logged once (with the request's span, so its request id), answered bare.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn type_uri(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "urn:lintel:problem:bad-request",
+            ApiError::Invalid { .. } => "urn:lintel:problem:invalid",
+            ApiError::NotFound => "urn:lintel:problem:not-found",
+            ApiError::MethodNotAllowed => "urn:lintel:problem:method-not-allowed",
+            ApiError::Timeout => "urn:lintel:problem:timeout",
+            ApiError::Conflict { .. } => "urn:lintel:problem:conflict",
+            ApiError::PayloadTooLarge => "urn:lintel:problem:payload-too-large",
+            ApiError::UnsupportedMediaType(_) => "urn:lintel:problem:unsupported-media-type",
+            ApiError::Unavailable => "urn:lintel:problem:unavailable",
+            ApiError::Internal(_) => "urn:lintel:problem:internal",
+        }
+    }
+
+    /// The problem response for a bare status produced by a middleware layer.
+    pub fn from_status(status: StatusCode) -> Option<ApiError> {
+        Some(match status {
+            StatusCode::NOT_FOUND => ApiError::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => ApiError::Timeout,
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable,
+            _ => return None,
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (detail, field) = match &self {
+            ApiError::Internal(message) => {
+                tracing::error!(error = %message, "internal error");
+                (None, None)
+            }
+            ApiError::BadRequest(d) | ApiError::UnsupportedMediaType(d) => (Some(d.as_str()), None),
+            ApiError::Invalid { field, detail } | ApiError::Conflict { field, detail } => {
+                (Some(detail.as_str()), Some(field.as_str()))
+            }
+            ApiError::NotFound => (Some("no such resource"), None),
+            _ => (None, None),
+        };
+        let body = Problem {
+            kind: self.type_uri(),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+            field,
+        };
+        let mut resp = (status, Json(body)).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        resp
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::Invalid { field, message } => {
+                ApiError::Invalid { field: field.to_string(), detail: message }
+            }
+            IdentityError::Conflict { field, message } => ApiError::Conflict { field, detail: message },
+            IdentityError::NotFound { .. } => ApiError::NotFound,
+            IdentityError::Store(s) if s.is_unavailable() => {
+                tracing::warn!(error = %s, "database unavailable");
+                ApiError::Unavailable
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

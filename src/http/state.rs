@@ -1,0 +1,10 @@
+//! What every handler can reach.
+use crate::config::Config;
+use crate::identity::Identity;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub identity: Identity,
+}

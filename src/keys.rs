@@ -1,0 +1,160 @@
+//! The signing-key store: private keys as PEM files in `keys/` (mode 0600), one per key,
+//! named `<alg>-<kid>.pem`; `kid` is the RFC 7638 JWK thumbprint of the public key.
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use josekit::jwk::Jwk;
+use josekit::jwk::KeyPair;
+use josekit::jws::ES256;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A signing key loaded from `keys/`.
+#[derive(Debug, Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    pub alg: &'static str,
+    /// Public JWK with `kid`, `alg` and `use` set.
+    pub public_jwk: Jwk,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("key generation failed: {0}")]
+    Generate(String),
+}
+
+fn file_err(path: &Path, e: impl std::fmt::Display) -> KeyError {
+    KeyError::File { path: path.display().to_string(), message: e.to_string() }
+}
+
+/// RFC 7638 §3: SHA-256 over the required members in lexicographic order, no whitespace.
+pub fn thumbprint(jwk: &Jwk) -> Result<String, KeyError> {
+    let get = |k: &str| {
+        jwk.parameter(k)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| KeyError::Generate(format!("JWK lacks `{k}`")))
+    };
+    let canonical = match jwk.key_type() {
+        "EC" => format!(
+            r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
+            get("crv")?,
+            get("x")?,
+            get("y")?
+        ),
+        "OKP" => format!(r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#, get("crv")?, get("x")?),
+        "RSA" => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, get("e")?, get("n")?),
+        other => return Err(KeyError::Generate(format!("unsupported key type {other}"))),
+    };
+    Ok(URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())))
+}
+
+fn public_jwk(pair: &impl KeyPair, alg: &str) -> Result<(String, Jwk), KeyError> {
+    let mut jwk = pair.to_jwk_public_key();
+    let kid = thumbprint(&jwk)?;
+    jwk.set_key_id(&kid);
+    jwk.set_algorithm(alg);
+    jwk.set_key_use("sig");
+    Ok((kid, jwk))
+}
+
+/// Loads every key in `dir`; when there is none, generates an ES256 key first.
+/// Returns the keys and whether one was generated.
+pub fn ensure(dir: &Path) -> Result<(Vec<SigningKey>, bool), KeyError> {
+    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    let mut keys = load(dir)?;
+    let mut generated = false;
+    if keys.is_empty() {
+        keys.push(generate_es256(dir)?);
+        generated = true;
+    }
+    Ok((keys, generated))
+}
+
+/// Loads the `*.pem` keys in `dir` (sorted by file name).
+pub fn load(dir: &Path) -> Result<Vec<SigningKey>, KeyError> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| file_err(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+        .collect();
+    paths.sort();
+    let mut keys = Vec::new();
+    for path in paths {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if !name.starts_with("es256-") {
+            return Err(file_err(&path, "unknown key file (expected es256-<kid>.pem)"));
+        }
+        let pem = std::fs::read(&path).map_err(|e| file_err(&path, e))?;
+        let pair = ES256.key_pair_from_pem(&pem).map_err(|e| file_err(&path, e))?;
+        let (kid, public_jwk) = public_jwk(&pair, "ES256")?;
+        keys.push(SigningKey { kid, alg: "ES256", public_jwk, path });
+    }
+    Ok(keys)
+}
+
+/// Generates an ES256 key pair and writes its private key with mode 0600.
+pub fn generate_es256(dir: &Path) -> Result<SigningKey, KeyError> {
+    let pair = ES256
+        .generate_key_pair()
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    let (kid, public_jwk) = public_jwk(&pair, "ES256")?;
+    let path = dir.join(format!("es256-{kid}.pem"));
+    write_private(&path, &pair.to_pem_private_key())?;
+    Ok(SigningKey { kid, alg: "ES256", public_jwk, path })
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| file_err(path, e))?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| file_err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_once_then_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, generated) = ensure(dir.path()).unwrap();
+        assert!(generated);
+        assert_eq!(keys.len(), 1);
+        let k = &keys[0];
+        assert_eq!(k.public_jwk.key_id(), Some(k.kid.as_str()));
+        assert!(k.public_jwk.parameter("d").is_none(), "public JWK must not carry d");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&k.path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (again, generated) = ensure(dir.path()).unwrap();
+        assert!(!generated);
+        assert_eq!(again[0].kid, k.kid);
+    }
+
+    #[test]
+    fn rfc7638_example_thumbprint() {
+        // RFC 7638 §3.1.
+        let jwk = Jwk::from_bytes(br#"{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"}"#).unwrap();
+        assert_eq!(thumbprint(&jwk).unwrap(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+    }
+
+    #[test]
+    fn foreign_files_are_refused_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("es256-bad.pem"), "not a key").unwrap();
+        let e = ensure(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("es256-bad.pem"), "{e}");
+    }
+}

@@ -1,0 +1,4 @@
+//! The `lintel` binary: see `lintel --help`.
+fn main() -> std::process::ExitCode {
+    lintel::cli::main()
+}

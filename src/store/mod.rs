@@ -1,0 +1,389 @@
+//! Persistence: one code path for SQLite and PostgreSQL, and no business rules.
+//!
+//! Approach: SQL is written once, in the common subset of both dialects (`$N` placeholders,
+//! `ON CONFLICT`, `RETURNING`, `lower()`), and bound once. The [`with_conn!`] macro runs the
+//! same statement-building code against whichever concrete connection the [`Db`] holds, so
+//! each query is monomorphised for both backends from one source text. The two column types
+//! the dialects store differently (`inet`, `text[]`) are the newtypes in [`types`], which
+//! encode themselves per backend. Schema DDL is the one place that is per backend
+//! (`migrations/sqlite`, `migrations/postgres`).
+use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub mod memberships;
+pub mod orgs;
+pub mod sessions;
+pub mod signing_keys;
+pub mod types;
+pub mod users;
+
+pub use sqlx::types::Json;
+pub use types::{Inet, TextList};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Runs `$body` with `$c` bound to the concrete connection (`&mut SqliteConnection` or
+/// `&mut PgConnection`) behind an [`Access`]. The body is written once and compiled for
+/// each backend.
+#[macro_export]
+macro_rules! with_conn {
+    ($access:expr, |$c:ident| $body:expr) => {
+        match $crate::store::Access::exec($access) {
+            $crate::store::Exec::Sqlite($c) => $body,
+            $crate::store::Exec::Postgres($c) => $body,
+        }
+    };
+}
+pub use with_conn;
+
+/// Connection settings that are not in the URL.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(5),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A pool of connections to one database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A transaction; dropped without [`Tx::commit`] it rolls back.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+/// A pooled connection outside any transaction (single-statement reads and writes).
+pub enum Conn {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+}
+
+/// The concrete connection a statement runs on.
+pub enum Exec<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+/// Anything a store function can run statements on: a [`Tx`] or a [`Conn`].
+pub trait Access: Send {
+    fn exec(&mut self) -> Exec<'_>;
+}
+
+impl Access for Tx {
+    fn exec(&mut self) -> Exec<'_> {
+        match self {
+            Tx::Sqlite(t) => Exec::Sqlite(&mut **t),
+            Tx::Postgres(t) => Exec::Postgres(&mut **t),
+        }
+    }
+}
+
+impl Access for Conn {
+    fn exec(&mut self) -> Exec<'_> {
+        match self {
+            Conn::Sqlite(c) => Exec::Sqlite(&mut **c),
+            Conn::Postgres(c) => Exec::Postgres(&mut **c),
+        }
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// A failure of the store. Unique and foreign-key violations are told apart so the layers
+/// above can answer 409 / 404 instead of 500; nothing here carries a bound value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique index or primary key would be violated (`constraint` names it).
+    #[error("unique constraint `{constraint}` violated")]
+    Conflict { constraint: String },
+    /// A referenced row does not exist.
+    #[error("foreign key violated")]
+    ForeignKey,
+    /// A CHECK constraint rejected the row.
+    #[error("check constraint violated")]
+    Check,
+    #[error("database: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The field (or relation) each unique constraint protects, under both dialects' names:
+/// PostgreSQL reports the index name, SQLite the index name for expression indexes and
+/// `table.column` otherwise.
+const CONFLICT_FIELDS: &[(&str, &str)] = &[
+    ("users_email_key", "email"),
+    ("users_username_key", "username"),
+    ("users_pkey", "user_id"),
+    ("users.user_id", "user_id"),
+    ("organizations_url_safe_org_name_key", "url_safe_org_name"),
+    ("organizations.url_safe_org_name", "url_safe_org_name"),
+    ("organizations_pkey", "org_id"),
+    ("organizations.org_id", "org_id"),
+    ("user_organization_info_pkey", "membership"),
+    ("user_organization_info.user_id, user_organization_info.org_id", "membership"),
+    ("sessions_refresh_token_key", "refresh_token"),
+    ("sessions.refresh_token", "refresh_token"),
+    ("signing_keys_pkey", "kid"),
+    ("signing_keys.kid", "kid"),
+];
+
+impl StoreError {
+    /// For a conflict: the field it is about (falls back to the constraint name).
+    pub fn conflict_field(&self) -> Option<&str> {
+        match self {
+            StoreError::Conflict { constraint } => Some(
+                CONFLICT_FIELDS
+                    .iter()
+                    .find(|(c, _)| c == constraint)
+                    .map(|(_, f)| *f)
+                    .unwrap_or(constraint),
+            ),
+            _ => None,
+        }
+    }
+
+    /// True when the database could not be reached (pool closed, timeout, I/O).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::PoolClosed
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+            )
+        )
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::error::ErrorKind;
+        if let sqlx::Error::Database(db) = &e {
+            match db.kind() {
+                ErrorKind::UniqueViolation => {
+                    let constraint = match db.constraint() {
+                        Some(c) => c.to_string(),
+                        None => sqlite_constraint(db.message()),
+                    };
+                    return StoreError::Conflict { constraint };
+                }
+                ErrorKind::ForeignKeyViolation => return StoreError::ForeignKey,
+                ErrorKind::CheckViolation => return StoreError::Check,
+                _ => {}
+            }
+        }
+        StoreError::Database(e)
+    }
+}
+
+/// "UNIQUE constraint failed: index 'users_email_key'" → "users_email_key";
+/// "UNIQUE constraint failed: organizations.url_safe_org_name" → the part after the colon.
+fn sqlite_constraint(message: &str) -> String {
+    let rest = message
+        .split_once(": ")
+        .map(|(_, r)| r)
+        .unwrap_or(message)
+        .trim();
+    rest.strip_prefix("index '")
+        .and_then(|r| r.strip_suffix('\''))
+        .unwrap_or(rest)
+        .to_string()
+}
+
+/// Why the store could not be opened at start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the directory for the SQLite file ({0})")]
+    CreateDir(std::io::Error),
+    #[error("cannot connect ({0})")]
+    Connect(sqlx::Error),
+}
+
+impl Db {
+    /// Opens a pool. SQLite files (and their directory) are created on first start, with
+    /// WAL, foreign keys on and a busy timeout.
+    pub async fn connect(url: &str, opts: &DbOptions) -> Result<Db, OpenError> {
+        if url.starts_with("sqlite:") {
+            let co = SqliteConnectOptions::from_str(url)
+                .map_err(OpenError::Connect)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(opts.sqlite_busy_timeout);
+            if let Some(dir) = co.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(OpenError::CreateDir)?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.connect_timeout)
+                .connect_with(co)
+                .await
+                .map_err(OpenError::Connect)?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            let co = PgConnectOptions::from_str(url).map_err(OpenError::Connect)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.connect_timeout)
+                .connect_with(co)
+                .await
+                .map_err(OpenError::Connect)?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies pending migrations; returns the versions applied by this call. Safe to run
+    /// again and from several nodes at once (PostgreSQL takes an advisory lock).
+    pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
+        let before = self.applied_migrations().await?;
+        match self {
+            Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Db::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        let after = self.applied_migrations().await?;
+        Ok(after.into_iter().filter(|v| !before.contains(v)).collect())
+    }
+
+    /// Versions recorded as applied (empty before the first migration).
+    pub async fn applied_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let mut c = self.conn().await?;
+        let exists: bool = with_conn!(&mut c, |c| {
+            let sql = match c_backend(&*c) {
+                Backend::Sqlite => {
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')"
+                }
+                Backend::Postgres => "SELECT to_regclass('_sqlx_migrations') IS NOT NULL",
+            };
+            sqlx::query_scalar(sql).fetch_one(&mut *c).await?
+        });
+        if !exists {
+            return Ok(Vec::new());
+        }
+        Ok(with_conn!(&mut c, |c| sqlx::query_scalar(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version"
+        )
+        .fetch_all(&mut *c)
+        .await?))
+    }
+
+    /// One round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let one: i32 = with_conn!(&mut c, |c| sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut *c)
+            .await?);
+        debug_assert_eq!(one, 1);
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            Db::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    pub async fn conn(&self) -> Result<Conn, StoreError> {
+        Ok(match self {
+            Db::Sqlite(p) => Conn::Sqlite(p.acquire().await?),
+            Db::Postgres(p) => Conn::Postgres(p.acquire().await?),
+        })
+    }
+
+    /// Closes the pool: later calls fail as "unavailable".
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// Which dialect a concrete connection speaks: the named exception for the rare statement
+/// that cannot be written in the common subset (catalog queries).
+pub trait Dialect {
+    const BACKEND: Backend;
+}
+impl Dialect for SqliteConnection {
+    const BACKEND: Backend = Backend::Sqlite;
+}
+impl Dialect for PgConnection {
+    const BACKEND: Backend = Backend::Postgres;
+}
+fn c_backend<C: Dialect>(_: &C) -> Backend {
+    C::BACKEND
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_constraint_names() {
+        assert_eq!(
+            sqlite_constraint("UNIQUE constraint failed: index 'users_email_key'"),
+            "users_email_key"
+        );
+        assert_eq!(
+            sqlite_constraint("UNIQUE constraint failed: organizations.url_safe_org_name"),
+            "organizations.url_safe_org_name"
+        );
+    }
+
+    #[test]
+    fn conflict_fields_cover_both_dialects() {
+        for c in ["users_email_key", "organizations.url_safe_org_name", "nope_key"] {
+            let e = StoreError::Conflict { constraint: c.into() };
+            let f = e.conflict_field().unwrap();
+            assert!(["email", "url_safe_org_name", "nope_key"].contains(&f));
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! `organizations`.
+use super::{Access, Json, StoreError, with_conn};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct Org {
+    pub org_id: Uuid,
+    pub org_name: String,
+    pub url_safe_org_name: String,
+    pub org_metadata: Json<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "org_id, org_name, url_safe_org_name, org_metadata, created_at";
+
+pub async fn insert(a: &mut impl Access, org: &Org) -> Result<(), StoreError> {
+    with_conn!(a, |c| sqlx::query(
+        "INSERT INTO organizations (org_id, org_name, url_safe_org_name, org_metadata, created_at)
+         VALUES ($1, $2, $3, $4, $5)"
+    )
+    .bind(org.org_id)
+    .bind(&org.org_name)
+    .bind(&org.url_safe_org_name)
+    .bind(&org.org_metadata)
+    .bind(org.created_at)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+pub async fn get(a: &mut impl Access, org_id: Uuid) -> Result<Option<Org>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM organizations WHERE org_id = $1");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(org_id)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+pub async fn get_by_slug(a: &mut impl Access, slug: &str) -> Result<Option<Org>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM organizations WHERE url_safe_org_name = $1");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(slug)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+/// Keyset page ordered by `org_id` (UUIDv7, so creation order): rows after `after`.
+pub async fn list(
+    a: &mut impl Access,
+    after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<Org>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM organizations WHERE ($1 IS NULL OR org_id > $1) ORDER BY org_id LIMIT $2"
+    );
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await?))
+}
+
+/// Deletes the org and (by cascade) everything it owns. Returns whether it existed.
+pub async fn delete(a: &mut impl Access, org_id: Uuid) -> Result<bool, StoreError> {
+    let r = with_conn!(a, |c| sqlx::query("DELETE FROM organizations WHERE org_id = $1")
+        .bind(org_id)
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+    Ok(r == 1)
+}

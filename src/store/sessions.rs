@@ -1,0 +1,104 @@
+//! `sessions`. `refresh_token` holds a hash of the token, never the token.
+use super::{Access, Inet, StoreError, with_conn};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct Session {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    #[serde(skip)]
+    pub refresh_token: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked: bool,
+    pub ip_address: Option<Inet>,
+    pub user_agent: Option<String>,
+}
+
+const COLUMNS: &str =
+    "session_id, user_id, refresh_token, created_at, expires_at, revoked, ip_address, user_agent";
+
+pub async fn insert(a: &mut impl Access, s: &Session) -> Result<(), StoreError> {
+    let sql = format!("INSERT INTO sessions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+    with_conn!(a, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(s.session_id)
+        .bind(s.user_id)
+        .bind(&s.refresh_token)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .bind(s.revoked)
+        .bind(s.ip_address)
+        .bind(&s.user_agent)
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+    Ok(())
+}
+
+pub async fn get(a: &mut impl Access, session_id: Uuid) -> Result<Option<Session>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM sessions WHERE session_id = $1");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(session_id)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+pub async fn find_by_refresh_hash(
+    a: &mut impl Access,
+    hash: &str,
+) -> Result<Option<Session>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM sessions WHERE refresh_token = $1");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(hash)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+/// The user's sessions that are neither revoked nor expired at `now`, newest first.
+pub async fn list_active_for_user(
+    a: &mut impl Access,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Vec<Session>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND NOT revoked AND expires_at > $2
+         ORDER BY created_at DESC, session_id"
+    );
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&mut *c)
+        .await?))
+}
+
+pub async fn revoke(a: &mut impl Access, session_id: Uuid) -> Result<bool, StoreError> {
+    let r = with_conn!(a, |c| sqlx::query(
+        "UPDATE sessions SET revoked = $2 WHERE session_id = $1 AND NOT revoked"
+    )
+    .bind(session_id)
+    .bind(true)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(r == 1)
+}
+
+/// Revokes every session of the user except `keep`; returns how many were revoked.
+pub async fn revoke_all_for_user(
+    a: &mut impl Access,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+) -> Result<u64, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query(
+        "UPDATE sessions SET revoked = $3
+         WHERE user_id = $1 AND NOT revoked AND ($2 IS NULL OR session_id <> $2)"
+    )
+    .bind(user_id)
+    .bind(keep)
+    .bind(true)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()))
+}

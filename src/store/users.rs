@@ -1,0 +1,140 @@
+//! `users` and `user_passwords`.
+use super::{Access, Json, StoreError, with_conn};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct User {
+    pub user_id: Uuid,
+    pub legacy_user_id: Option<String>,
+    pub email: String,
+    pub email_confirmed: bool,
+    pub username: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub picture_url: Option<String>,
+    pub properties: Json<serde_json::Value>,
+    pub has_password: bool,
+    pub update_password_required: bool,
+    pub locked: bool,
+    pub enabled: bool,
+    pub mfa_enabled: bool,
+    pub can_create_orgs: bool,
+    /// Epoch seconds (the seed's `bigint`).
+    pub created_at: i64,
+    pub last_active_at: Option<i64>,
+}
+
+const COLUMNS: &str = "user_id, legacy_user_id, email, email_confirmed, username, first_name, \
+    last_name, picture_url, properties, has_password, update_password_required, locked, enabled, \
+    mfa_enabled, can_create_orgs, created_at, last_active_at";
+
+pub async fn insert(a: &mut impl Access, u: &User) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO users ({COLUMNS}) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+    );
+    with_conn!(a, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(u.user_id)
+        .bind(&u.legacy_user_id)
+        .bind(&u.email)
+        .bind(u.email_confirmed)
+        .bind(&u.username)
+        .bind(&u.first_name)
+        .bind(&u.last_name)
+        .bind(&u.picture_url)
+        .bind(&u.properties)
+        .bind(u.has_password)
+        .bind(u.update_password_required)
+        .bind(u.locked)
+        .bind(u.enabled)
+        .bind(u.mfa_enabled)
+        .bind(u.can_create_orgs)
+        .bind(u.created_at)
+        .bind(u.last_active_at)
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+    Ok(())
+}
+
+pub async fn get(a: &mut impl Access, user_id: Uuid) -> Result<Option<User>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE user_id = $1");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+/// Case-insensitive lookup (uses the `users_email_key` index on `lower(email)`).
+pub async fn find_by_email(a: &mut impl Access, email: &str) -> Result<Option<User>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE lower(email) = lower($1)");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(email)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+/// Keyset page ordered by `user_id` (UUIDv7, so creation order).
+pub async fn list(
+    a: &mut impl Access,
+    after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<User>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM users WHERE ($1 IS NULL OR user_id > $1) ORDER BY user_id LIMIT $2"
+    );
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await?))
+}
+
+pub async fn delete(a: &mut impl Access, user_id: Uuid) -> Result<bool, StoreError> {
+    let r = with_conn!(a, |c| sqlx::query("DELETE FROM users WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+    Ok(r == 1)
+}
+
+/// Stores (or replaces) the password hash and marks the user as having a password.
+pub async fn set_password_hash(
+    a: &mut impl Access,
+    user_id: Uuid,
+    hash: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    with_conn!(a, |c| {
+        sqlx::query(
+            "INSERT INTO user_passwords (user_id, password_hash, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash,
+                                                 updated_at = excluded.updated_at",
+        )
+        .bind(user_id)
+        .bind(hash)
+        .bind(at)
+        .execute(&mut *c)
+        .await?
+        .rows_affected();
+        sqlx::query("UPDATE users SET has_password = $2 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(true)
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+    });
+    Ok(())
+}
+
+pub async fn password_hash(a: &mut impl Access, user_id: Uuid) -> Result<Option<String>, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query_scalar(
+        "SELECT password_hash FROM user_passwords WHERE user_id = $1"
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *c)
+    .await?))
+}
