@@ -6,7 +6,7 @@ use crate::http::{self, AppState};
 use crate::identity::{Identity, Passwords};
 use crate::keys;
 use crate::store::{self, Db, DbOptions, Json};
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -21,7 +21,10 @@ pub enum StartupError {
     #[error("keys: {0}")]
     Keys(#[from] keys::KeyError),
     #[error("bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("passwords: {0}")]
     Passwords(#[from] crate::identity::passwords::PasswordError),
 }
@@ -29,13 +32,18 @@ pub enum StartupError {
 /// Opens the database named by the config and applies pending migrations.
 pub async fn open_store(config: &Config) -> Result<Db, StartupError> {
     let url = config.database_url.expose();
-    let err = |message: String| StartupError::Database { url: redact_database_url(url), message };
+    let err = |message: String| StartupError::Database {
+        url: redact_database_url(url),
+        message,
+    };
     let opts = DbOptions {
         max_connections: config.database.max_connections,
         connect_timeout: config.database.connect_timeout,
         sqlite_busy_timeout: config.database.sqlite_busy_timeout,
     };
-    let db = Db::connect(url, &opts).await.map_err(|e| err(e.to_string()))?;
+    let db = Db::connect(url, &opts)
+        .await
+        .map_err(|e| err(e.to_string()))?;
     let applied = db.migrate().await.map_err(|e| err(e.to_string()))?;
     if !applied.is_empty() {
         tracing::info!(?applied, "migrations applied");
@@ -45,7 +53,11 @@ pub async fn open_store(config: &Config) -> Result<Db, StartupError> {
 
 /// The identity services over an open store.
 pub fn identity(config: &Config, db: Db, clock: SharedClock) -> Result<Identity, StartupError> {
-    Ok(Identity { db, clock, passwords: Passwords::new(&config.password)? })
+    Ok(Identity {
+        db,
+        clock,
+        passwords: Passwords::new(&config.password)?,
+    })
 }
 
 /// A built server, bound and ready to serve.
@@ -94,11 +106,21 @@ impl App {
                 })?;
         }
         drop(c);
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| StartupError::Bind { addr: config.bind, source })?;
+        let listener =
+            TcpListener::bind(config.bind)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
         let identity = identity(&config, db, clock)?;
-        Ok(App { state: AppState { config: Arc::new(config), identity }, listener })
+        Ok(App {
+            state: AppState {
+                config: Arc::new(config),
+                identity,
+            },
+            listener,
+        })
     }
 
     /// The address actually bound (port 0 resolved).
@@ -106,41 +128,32 @@ impl App {
         self.listener.local_addr()
     }
 
-    pub fn router(&self) -> axum::Router {
+    /// The full router.
+    pub fn router(&self) -> http::Router {
         http::router(self.state.clone())
+    }
+
+    /// The full router with `extra` routes mounted under the same middleware (tests use
+    /// this to add probes such as a deliberately slow handler).
+    pub fn router_with(&self, extra: http::Router<AppState>) -> http::Router {
+        http::router_with(self.state.clone(), extra)
     }
 
     /// Serves `router` until `shutdown` resolves, then stops accepting and lets in-flight
     /// requests finish for up to `http.shutdown_timeout`.
     pub async fn serve_with(
         self,
-        router: axum::Router,
+        router: http::Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let grace = self.state.config.http.shutdown_timeout;
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining in-flight requests");
-            let _ = started_tx.send(());
-        };
-        let server = axum::serve(self.listener, router).with_graceful_shutdown(signal);
-        tokio::select! {
-            r = server.into_future() => r,
-            () = async {
-                if started_rx.await.is_ok() {
-                    tokio::time::sleep(grace).await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            } => {
-                tracing::warn!(?grace, "shutdown timeout: abandoning in-flight requests");
-                Ok(())
-            }
-        }
+        http::serve(self.listener, router, shutdown, grace).await
     }
 
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let router = self.router();
         self.serve_with(router, shutdown).await
     }

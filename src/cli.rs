@@ -109,7 +109,10 @@ pub fn main() -> ExitCode {
         }
     };
     telemetry::init(&config.log_level, config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("lintel: cannot start the async runtime: {e}");
@@ -138,7 +141,9 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
     match command {
         Command::Serve => {
             let app = App::build(config).await?;
-            let addr = app.local_addr().map_err(|e| Failure::Command(e.to_string()))?;
+            let addr = app
+                .local_addr()
+                .map_err(|e| Failure::Command(e.to_string()))?;
             tracing::info!("listening on http://{addr}");
             app.serve(app::shutdown_signal())
                 .await
@@ -168,7 +173,13 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             }));
             Ok(())
         }
-        Command::User(UserCommand::Create { email, org, password_stdin, first_name, last_name }) => {
+        Command::User(UserCommand::Create {
+            email,
+            org,
+            password_stdin,
+            first_name,
+            last_name,
+        }) => {
             let password = if password_stdin {
                 Some(read_password().map_err(Failure::Command)?)
             } else {
@@ -180,7 +191,13 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
                 Some(o) => Some(identity::orgs::resolve(&id, &o).await?.org_id),
                 None => None,
             };
-            let new = identity::users::NewUser { email, password, first_name, last_name, org_id };
+            let new = identity::users::NewUser {
+                email,
+                password,
+                first_name,
+                last_name,
+                org_id,
+            };
             let (user, membership) = identity::users::create(&id, new).await?;
             print(json!({
                 "user_id": user.user_id,

@@ -48,23 +48,74 @@ impl KeySpec {
 
 /// Every key Lintel reads. `config.toml` documents each of these (checked by a test).
 pub const KEYS: &[KeySpec] = &[
-    KeySpec { key: "bind", default: "127.0.0.1:8080" },
-    KeySpec { key: "issuer", default: "http://127.0.0.1:8080" },
-    KeySpec { key: "database_url", default: "sqlite://data/lintel.db" },
-    KeySpec { key: "keys_dir", default: "keys" },
-    KeySpec { key: "data_dir", default: "data" },
-    KeySpec { key: "log.level", default: "info" },
-    KeySpec { key: "log.format", default: "text" },
-    KeySpec { key: "http.body_limit_bytes", default: "1048576" },
-    KeySpec { key: "http.request_timeout_secs", default: "30" },
-    KeySpec { key: "http.shutdown_timeout_secs", default: "30" },
-    KeySpec { key: "database.max_connections", default: "10" },
-    KeySpec { key: "database.connect_timeout_secs", default: "5" },
-    KeySpec { key: "database.sqlite_busy_timeout_ms", default: "5000" },
-    KeySpec { key: "password.min_length", default: "10" },
-    KeySpec { key: "password.argon2_memory_kib", default: "19456" },
-    KeySpec { key: "password.argon2_iterations", default: "2" },
-    KeySpec { key: "password.argon2_parallelism", default: "1" },
+    KeySpec {
+        key: "bind",
+        default: "127.0.0.1:8080",
+    },
+    KeySpec {
+        key: "issuer",
+        default: "http://127.0.0.1:8080",
+    },
+    KeySpec {
+        key: "database_url",
+        default: "sqlite://data/lintel.db",
+    },
+    KeySpec {
+        key: "keys_dir",
+        default: "keys",
+    },
+    KeySpec {
+        key: "data_dir",
+        default: "data",
+    },
+    KeySpec {
+        key: "log.level",
+        default: "info",
+    },
+    KeySpec {
+        key: "log.format",
+        default: "text",
+    },
+    KeySpec {
+        key: "http.body_limit_bytes",
+        default: "1048576",
+    },
+    KeySpec {
+        key: "http.request_timeout_secs",
+        default: "30",
+    },
+    KeySpec {
+        key: "http.shutdown_timeout_secs",
+        default: "30",
+    },
+    KeySpec {
+        key: "database.max_connections",
+        default: "10",
+    },
+    KeySpec {
+        key: "database.connect_timeout_secs",
+        default: "5",
+    },
+    KeySpec {
+        key: "database.sqlite_busy_timeout_ms",
+        default: "5000",
+    },
+    KeySpec {
+        key: "password.min_length",
+        default: "10",
+    },
+    KeySpec {
+        key: "password.argon2_memory_kib",
+        default: "19456",
+    },
+    KeySpec {
+        key: "password.argon2_iterations",
+        default: "2",
+    },
+    KeySpec {
+        key: "password.argon2_parallelism",
+        default: "1",
+    },
 ];
 
 /// Environment variables with the `LINTEL_` prefix that are not configuration keys.
@@ -166,9 +217,9 @@ impl Raw {
     }
 }
 
-fn number<T: std::str::FromStr>(min: T, max: T) -> impl FnOnce(&str) -> Result<T, String>
+fn number<T>(min: T, max: T) -> impl FnOnce(&str) -> Result<T, String>
 where
-    T: PartialOrd + fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
 {
     move |s| {
         let n: T = s
@@ -311,8 +362,9 @@ impl Config {
         })?;
         Ok(Config {
             bind: raw.get("bind", |s| {
-                s.parse::<SocketAddr>()
-                    .map_err(|_| "expected HOST:PORT with an IP address, e.g. 127.0.0.1:8080".into())
+                s.parse::<SocketAddr>().map_err(|_| {
+                    "expected HOST:PORT with an IP address, e.g. 127.0.0.1:8080".into()
+                })
             })?,
             issuer: raw.get("issuer", issuer)?,
             database_url,
@@ -385,11 +437,11 @@ fn flatten(
 ) -> Result<(), ConfigError> {
     for (name, value) in table {
         let key = format!("{prefix}{name}");
-        if let toml::Value::Table(inner) = value {
-            if KEYS.iter().any(|k| k.key.starts_with(&format!("{key}."))) {
-                flatten(inner, &format!("{key}."), path, raw)?;
-                continue;
-            }
+        if let toml::Value::Table(inner) = value
+            && KEYS.iter().any(|k| k.key.starts_with(&format!("{key}.")))
+        {
+            flatten(inner, &format!("{key}."), path, raw)?;
+            continue;
         }
         let spec = KEYS
             .iter()
@@ -436,7 +488,10 @@ mod tests {
     fn file_then_env_override() {
         let c = from(
             "bind = \"0.0.0.0:9000\"\n[http]\nbody_limit_bytes = 2048\n",
-            &[("LINTEL_BIND", "127.0.0.1:9001"), ("LINTEL_TEST_POSTGRES_URL", "x")],
+            &[
+                ("LINTEL_BIND", "127.0.0.1:9001"),
+                ("LINTEL_TEST_POSTGRES_URL", "x"),
+            ],
         )
         .unwrap();
         assert_eq!(c.bind.to_string(), "127.0.0.1:9001");
@@ -446,7 +501,10 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let e = from("[http]\nbody_limt = 1\n", &[]).unwrap_err();
-        assert_eq!(e.to_string(), "config: unknown key `http.body_limt` in config.toml");
+        assert_eq!(
+            e.to_string(),
+            "config: unknown key `http.body_limt` in config.toml"
+        );
         let e = from("colour = \"red\"\n", &[]).unwrap_err();
         assert!(e.0.contains("`colour`"), "{e}");
     }
@@ -454,13 +512,19 @@ mod tests {
     #[test]
     fn unknown_env_var_is_named() {
         let e = from("", &[("LINTEL_BINDD", "x")]).unwrap_err();
-        assert_eq!(e.to_string(), "config: unknown environment variable LINTEL_BINDD");
+        assert_eq!(
+            e.to_string(),
+            "config: unknown environment variable LINTEL_BINDD"
+        );
     }
 
     #[test]
     fn malformed_values_name_key_and_origin() {
         let e = from("issuer = \"not a url\"\n", &[]).unwrap_err();
-        assert!(e.0.starts_with("`issuer` (from config.toml): not a valid URL"), "{e}");
+        assert!(
+            e.0.starts_with("`issuer` (from config.toml): not a valid URL"),
+            "{e}"
+        );
         let e = from("", &[("LINTEL_HTTP_BODY_LIMIT_BYTES", "lots")]).unwrap_err();
         assert_eq!(
             e.0,
@@ -485,7 +549,10 @@ mod tests {
         let ok = from("", &[("LINTEL_DATABASE_URL", "postgres://u:pw@h/db")]).unwrap();
         assert_eq!(format!("{:?}", ok.database_url), "[redacted]");
         assert!(!format!("{ok:?}").contains("pw@"));
-        assert_eq!(redact_database_url("postgres://u:pw@h/db"), "postgres://u:REDACTED@h/db");
+        assert_eq!(
+            redact_database_url("postgres://u:pw@h/db"),
+            "postgres://u:REDACTED@h/db"
+        );
     }
 
     #[test]
@@ -505,10 +572,23 @@ mod tests {
             let leaf = k.key.rsplit('.').next().unwrap();
             let line = text
                 .lines()
-                .find(|l| l.trim_start_matches('#').trim_start().starts_with(&format!("{leaf} =")))
+                .find(|l| {
+                    l.trim_start_matches('#')
+                        .trim_start()
+                        .starts_with(&format!("{leaf} ="))
+                })
                 .unwrap_or_else(|| panic!("config.toml does not document `{}`", k.key));
-            assert!(line.contains(k.default), "`{}`: default {} not shown", k.key, k.default);
-            assert!(text.contains(&k.env_var()), "{} not documented", k.env_var());
+            assert!(
+                line.contains(k.default),
+                "`{}`: default {} not shown",
+                k.key,
+                k.default
+            );
+            assert!(
+                text.contains(&k.env_var()),
+                "{} not documented",
+                k.env_var()
+            );
         }
     }
 }

@@ -28,7 +28,10 @@ pub enum KeyError {
 }
 
 fn file_err(path: &Path, e: impl std::fmt::Display) -> KeyError {
-    KeyError::File { path: path.display().to_string(), message: e.to_string() }
+    KeyError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// RFC 7638 §3: SHA-256 over the required members in lexicographic order, no whitespace.
@@ -45,7 +48,11 @@ pub fn thumbprint(jwk: &Jwk) -> Result<String, KeyError> {
             get("x")?,
             get("y")?
         ),
-        "OKP" => format!(r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#, get("crv")?, get("x")?),
+        "OKP" => format!(
+            r#"{{"crv":"{}","kty":"OKP","x":"{}"}}"#,
+            get("crv")?,
+            get("x")?
+        ),
         "RSA" => format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, get("e")?, get("n")?),
         other => return Err(KeyError::Generate(format!("unsupported key type {other}"))),
     };
@@ -84,14 +91,27 @@ pub fn load(dir: &Path) -> Result<Vec<SigningKey>, KeyError> {
     paths.sort();
     let mut keys = Vec::new();
     for path in paths {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if !name.starts_with("es256-") {
-            return Err(file_err(&path, "unknown key file (expected es256-<kid>.pem)"));
+            return Err(file_err(
+                &path,
+                "unknown key file (expected es256-<kid>.pem)",
+            ));
         }
         let pem = std::fs::read(&path).map_err(|e| file_err(&path, e))?;
-        let pair = ES256.key_pair_from_pem(&pem).map_err(|e| file_err(&path, e))?;
+        let pair = ES256
+            .key_pair_from_pem(&pem)
+            .map_err(|e| file_err(&path, e))?;
         let (kid, public_jwk) = public_jwk(&pair, "ES256")?;
-        keys.push(SigningKey { kid, alg: "ES256", public_jwk, path });
+        keys.push(SigningKey {
+            kid,
+            alg: "ES256",
+            public_jwk,
+            path,
+        });
     }
     Ok(keys)
 }
@@ -104,7 +124,12 @@ pub fn generate_es256(dir: &Path) -> Result<SigningKey, KeyError> {
     let (kid, public_jwk) = public_jwk(&pair, "ES256")?;
     let path = dir.join(format!("es256-{kid}.pem"));
     write_private(&path, &pair.to_pem_private_key())?;
-    Ok(SigningKey { kid, alg: "ES256", public_jwk, path })
+    Ok(SigningKey {
+        kid,
+        alg: "ES256",
+        public_jwk,
+        path,
+    })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
@@ -116,7 +141,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
         opts.mode(0o600);
     }
     let mut f = opts.open(path).map_err(|e| file_err(path, e))?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| file_err(path, e))
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| file_err(path, e))
 }
 
 #[cfg(test)]
@@ -131,7 +158,10 @@ mod tests {
         assert_eq!(keys.len(), 1);
         let k = &keys[0];
         assert_eq!(k.public_jwk.key_id(), Some(k.kid.as_str()));
-        assert!(k.public_jwk.parameter("d").is_none(), "public JWK must not carry d");
+        assert!(
+            k.public_jwk.parameter("d").is_none(),
+            "public JWK must not carry d"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -147,7 +177,10 @@ mod tests {
     fn rfc7638_example_thumbprint() {
         // RFC 7638 §3.1.
         let jwk = Jwk::from_bytes(br#"{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"}"#).unwrap();
-        assert_eq!(thumbprint(&jwk).unwrap(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            thumbprint(&jwk).unwrap(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
     }
 
     #[test]

@@ -130,10 +130,14 @@ impl IntoResponse for ApiError {
 impl From<IdentityError> for ApiError {
     fn from(e: IdentityError) -> Self {
         match e {
-            IdentityError::Invalid { field, message } => {
-                ApiError::Invalid { field: field.to_string(), detail: message }
-            }
-            IdentityError::Conflict { field, message } => ApiError::Conflict { field, detail: message },
+            IdentityError::Invalid { field, message } => ApiError::Invalid {
+                field: field.to_string(),
+                detail: message,
+            },
+            IdentityError::Conflict { field, message } => ApiError::Conflict {
+                field,
+                detail: message,
+            },
             IdentityError::NotFound { .. } => ApiError::NotFound,
             IdentityError::Store(s) if s.is_unavailable() => {
                 tracing::warn!(error = %s, "database unavailable");

@@ -19,7 +19,9 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => {
                 ApiError::UnsupportedMediaType("expected Content-Type: application/json".into())
             }
-            JsonRejection::BytesRejection(b) if b.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            JsonRejection::BytesRejection(b)
+                if b.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 ApiError::PayloadTooLarge
             }
             other => ApiError::BadRequest(other.body_text()),
@@ -47,20 +49,33 @@ mod tests {
 
     async fn call(req: Request<Body>) -> (StatusCode, serde_json::Value) {
         let app = Router::new()
-            .route("/things/{id}", get(|Path(id): Path<uuid::Uuid>| async move { id.to_string() }))
+            .route(
+                "/things/{id}",
+                get(|Path(id): Path<uuid::Uuid>| async move { id.to_string() }),
+            )
             .route(
                 "/things",
                 post(|Json(v): Json<serde_json::Value>| async move { axum::Json(v) }),
             );
         let resp = app.oneshot(req).await.unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
-        (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     #[tokio::test]
     async fn bad_uuid_in_path_is_400_problem() {
-        let (status, body) = call(Request::get("/things/not-a-uuid").body(Body::empty()).unwrap()).await;
+        let (status, body) = call(
+            Request::get("/things/not-a-uuid")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_eq!(body["type"], "urn:lintel:problem:bad-request");
         assert!(body["detail"].as_str().unwrap().contains("UUID"), "{body}");

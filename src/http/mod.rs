@@ -1,6 +1,6 @@
 //! HTTP: routes, extractors, and the conversion of errors into responses.
 //! The only module that knows axum.
-use axum::Router;
+pub use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderName, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,20 +15,28 @@ use tracing::Level;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod server;
 pub mod state;
 
 pub use error::ApiError;
+pub use server::serve;
 pub use state::AppState;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole application: routes plus the middleware stack.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] plus `extra` routes under the same middleware.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let http = &state.config.http;
     let (body_limit, timeout) = (http.body_limit_bytes, http.request_timeout);
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .merge(extra)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -46,7 +54,10 @@ pub fn router(state: AppState) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(axum::middleware::map_response(problem_for_bare_errors))
-                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                ))
                 .layer(RequestBodyLimitLayer::new(body_limit)),
         )
 }
@@ -81,16 +92,17 @@ where
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/problem+json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_problem {
-        if let Some(err) = ApiError::from_status(status) {
-            let mut fresh = err.into_response();
-            for (name, value) in resp.headers() {
-                if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-                    fresh.headers_mut().insert(name.clone(), value.clone());
-                }
+    if (status.is_client_error() || status.is_server_error())
+        && !is_problem
+        && let Some(err) = ApiError::from_status(status)
+    {
+        let mut fresh = err.into_response();
+        for (name, value) in resp.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                fresh.headers_mut().insert(name.clone(), value.clone());
             }
-            return fresh;
         }
+        return fresh;
     }
     resp
 }

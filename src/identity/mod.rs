@@ -22,7 +22,10 @@ pub struct Identity {
 pub enum IdentityError {
     /// Input that breaks a rule; `field` names the offending input.
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     /// Another record already holds this unique value.
     #[error("{message}")]
     Conflict { field: String, message: String },
@@ -37,15 +40,24 @@ pub enum IdentityError {
 
 impl IdentityError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        IdentityError::Invalid { field, message: message.into() }
+        IdentityError::Invalid {
+            field,
+            message: message.into(),
+        }
     }
 
     /// Turns a store conflict into a readable one naming the field; other errors pass through.
-    pub(crate) fn from_store_conflict(e: StoreError, describe: impl FnOnce(&str) -> String) -> Self {
+    pub(crate) fn from_store_conflict(
+        e: StoreError,
+        describe: impl FnOnce(&str) -> String,
+    ) -> Self {
         match e.conflict_field() {
             Some(field) => {
                 let field = field.to_string();
-                IdentityError::Conflict { message: describe(&field), field }
+                IdentityError::Conflict {
+                    message: describe(&field),
+                    field,
+                }
             }
             None => IdentityError::Store(e),
         }

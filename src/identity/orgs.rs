@@ -40,19 +40,20 @@ pub async fn resolve(id: &Identity, id_or_slug: &str) -> Result<Org, IdentityErr
         Ok(uuid) => store::orgs::get(&mut c, uuid).await?,
         Err(_) => store::orgs::get_by_slug(&mut c, id_or_slug).await?,
     };
-    found.ok_or(IdentityError::NotFound { what: "organization" })
+    found.ok_or(IdentityError::NotFound {
+        what: "organization",
+    })
 }
 
 /// Creates an org. The slug is derived from the name unless given; a taken slug is a
 /// conflict naming `url_safe_org_name`.
-pub async fn create(
-    id: &Identity,
-    name: &str,
-    slug: Option<&str>,
-) -> Result<Org, IdentityError> {
+pub async fn create(id: &Identity, name: &str, slug: Option<&str>) -> Result<Org, IdentityError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
-        return Err(IdentityError::invalid("org_name", format!("must be 1 to {MAX_NAME_LEN} characters")));
+        return Err(IdentityError::invalid(
+            "org_name",
+            format!("must be 1 to {MAX_NAME_LEN} characters"),
+        ));
     }
     let slug = match slug {
         Some(s) => s.to_string(),
@@ -75,7 +76,10 @@ pub async fn create(
     let mut c = id.db.conn().await?;
     store::orgs::insert(&mut c, &org).await.map_err(|e| {
         IdentityError::from_store_conflict(e, |_| {
-            format!("an organization with url_safe_org_name `{}` already exists", org.url_safe_org_name)
+            format!(
+                "an organization with url_safe_org_name `{}` already exists",
+                org.url_safe_org_name
+            )
         })
     })?;
     Ok(org)

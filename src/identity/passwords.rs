@@ -20,7 +20,9 @@ pub struct Passwords {
 
 impl std::fmt::Debug for Passwords {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Passwords").field("min_length", &self.min_length).finish()
+        f.debug_struct("Passwords")
+            .field("min_length", &self.min_length)
+            .finish()
     }
 }
 
@@ -44,7 +46,11 @@ impl Passwords {
         )
         .map_err(|e| PasswordError::Hash(e.to_string()))?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Ok(Self { params, min_length: cfg.min_length, permits: Arc::new(Semaphore::new(cores)) })
+        Ok(Self {
+            params,
+            min_length: cfg.min_length,
+            permits: Arc::new(Semaphore::new(cores)),
+        })
     }
 
     fn argon2(&self) -> Argon2<'static> {
@@ -77,7 +83,11 @@ impl Passwords {
     }
 
     /// Verifies against a stored PHC string, in constant time (argon2's comparison).
-    pub async fn verify(&self, password: &Secret<String>, phc: &str) -> Result<bool, PasswordError> {
+    pub async fn verify(
+        &self,
+        password: &Secret<String>,
+        phc: &str,
+    ) -> Result<bool, PasswordError> {
         if password.expose().len() > MAX_PASSWORD_BYTES {
             return Ok(false);
         }
@@ -86,7 +96,9 @@ impl Passwords {
         let argon2 = self.argon2();
         self.blocking(move || {
             let parsed = PasswordHash::new(&phc).map_err(|e| PasswordError::Hash(e.to_string()))?;
-            Ok(argon2.verify_password(pw.expose().as_bytes(), &parsed).is_ok())
+            Ok(argon2
+                .verify_password(pw.expose().as_bytes(), &parsed)
+                .is_ok())
         })
         .await
     }
@@ -128,17 +140,27 @@ mod tests {
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
         assert!(!phc.contains("correct horse"));
         assert!(p.verify(&pw, &phc).await.unwrap());
-        assert!(!p.verify(&Secret::new("wrong password!".into()), &phc).await.unwrap());
+        assert!(
+            !p.verify(&Secret::new("wrong password!".into()), &phc)
+                .await
+                .unwrap()
+        );
     }
 
     #[test]
     fn policy_bounds() {
         let p = fast();
-        assert!(matches!(p.check_policy("short"), Err(PasswordError::TooShort(10))));
+        assert!(matches!(
+            p.check_policy("short"),
+            Err(PasswordError::TooShort(10))
+        ));
         assert!(p.check_policy("0123456789").is_ok());
         // Characters, not bytes, count towards the minimum.
         assert!(p.check_policy("ééééééééé").is_err());
-        assert!(matches!(p.check_policy(&"x".repeat(257)), Err(PasswordError::TooLong)));
+        assert!(matches!(
+            p.check_policy(&"x".repeat(257)),
+            Err(PasswordError::TooLong)
+        ));
         assert!(p.check_policy(&"x".repeat(256)).is_ok());
     }
 }

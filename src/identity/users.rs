@@ -49,7 +49,10 @@ pub struct NewUser {
 pub const DEFAULT_MEMBER_ROLE: &str = "member";
 
 /// Creates a user, its password and optional membership in one transaction.
-pub async fn create(id: &Identity, new: NewUser) -> Result<(User, Option<Membership>), IdentityError> {
+pub async fn create(
+    id: &Identity,
+    new: NewUser,
+) -> Result<(User, Option<Membership>), IdentityError> {
     let email = normalize_email(&new.email)?;
     let hash = match &new.password {
         Some(pw) => Some(id.passwords.hash(pw).await.map_err(|e| match e {
@@ -80,11 +83,11 @@ pub async fn create(id: &Identity, new: NewUser) -> Result<(User, Option<Members
     };
     let mut tx = id.db.begin().await?;
     let org = match new.org_id {
-        Some(org_id) => Some(
-            store::orgs::get(&mut tx, org_id)
-                .await?
-                .ok_or(IdentityError::NotFound { what: "organization" })?,
-        ),
+        Some(org_id) => Some(store::orgs::get(&mut tx, org_id).await?.ok_or(
+            IdentityError::NotFound {
+                what: "organization",
+            },
+        )?),
         None => None,
     };
     store::users::insert(&mut tx, &user).await.map_err(|e| {
@@ -125,8 +128,20 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(normalize_email("  Ada@Example.COM ").unwrap(), "ada@example.com");
-        for bad in ["", "ada", "@example.com", "ada@", "ada@example", "a da@example.com", "ada@.com", "ada@example..com"] {
+        assert_eq!(
+            normalize_email("  Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
+        for bad in [
+            "",
+            "ada",
+            "@example.com",
+            "ada@",
+            "ada@example",
+            "a da@example.com",
+            "ada@.com",
+            "ada@example..com",
+        ] {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }
         assert!(normalize_email(&format!("{}@example.com", "a".repeat(65))).is_err());

@@ -19,7 +19,9 @@ const COLUMNS: &str = "user_id, org_id, user_role, url_safe_org_name, org_role_s
     inherited_user_roles_plus_current_role, user_permissions, additional_roles";
 
 pub async fn insert(a: &mut impl Access, m: &Membership) -> Result<(), StoreError> {
-    let sql = format!("INSERT INTO user_organization_info ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+    let sql = format!(
+        "INSERT INTO user_organization_info ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    );
     with_conn!(a, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(m.user_id)
         .bind(m.org_id)
@@ -40,7 +42,8 @@ pub async fn get(
     user_id: Uuid,
     org_id: Uuid,
 ) -> Result<Option<Membership>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM user_organization_info WHERE user_id = $1 AND org_id = $2");
+    let sql =
+        format!("SELECT {COLUMNS} FROM user_organization_info WHERE user_id = $1 AND org_id = $2");
     Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
         .bind(org_id)
@@ -48,8 +51,12 @@ pub async fn get(
         .await?))
 }
 
-pub async fn list_for_user(a: &mut impl Access, user_id: Uuid) -> Result<Vec<Membership>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM user_organization_info WHERE user_id = $1 ORDER BY org_id");
+pub async fn list_for_user(
+    a: &mut impl Access,
+    user_id: Uuid,
+) -> Result<Vec<Membership>, StoreError> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM user_organization_info WHERE user_id = $1 ORDER BY org_id");
     Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
         .fetch_all(&mut *c)

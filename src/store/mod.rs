@@ -100,8 +100,8 @@ pub trait Access: Send {
 impl Access for Tx {
     fn exec(&mut self) -> Exec<'_> {
         match self {
-            Tx::Sqlite(t) => Exec::Sqlite(&mut **t),
-            Tx::Postgres(t) => Exec::Postgres(&mut **t),
+            Tx::Sqlite(t) => Exec::Sqlite(t),
+            Tx::Postgres(t) => Exec::Postgres(t),
         }
     }
 }
@@ -109,8 +109,8 @@ impl Access for Tx {
 impl Access for Conn {
     fn exec(&mut self) -> Exec<'_> {
         match self {
-            Conn::Sqlite(c) => Exec::Sqlite(&mut **c),
-            Conn::Postgres(c) => Exec::Postgres(&mut **c),
+            Conn::Sqlite(c) => Exec::Sqlite(c),
+            Conn::Postgres(c) => Exec::Postgres(c),
         }
     }
 }
@@ -157,7 +157,10 @@ const CONFLICT_FIELDS: &[(&str, &str)] = &[
     ("organizations_pkey", "org_id"),
     ("organizations.org_id", "org_id"),
     ("user_organization_info_pkey", "membership"),
-    ("user_organization_info.user_id, user_organization_info.org_id", "membership"),
+    (
+        "user_organization_info.user_id, user_organization_info.org_id",
+        "membership",
+    ),
     ("sessions_refresh_token_key", "refresh_token"),
     ("sessions.refresh_token", "refresh_token"),
     ("signing_keys_pkey", "kid"),
@@ -280,8 +283,9 @@ impl Db {
         }
     }
 
-    /// Applies pending migrations; returns the versions applied by this call. Safe to run
-    /// again and from several nodes at once (PostgreSQL takes an advisory lock).
+    /// Applies pending migrations; returns the versions that were pending when the call
+    /// started. Safe to run again, and from several nodes at once (PostgreSQL takes an
+    /// advisory lock).
     pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
         let before = self.applied_migrations().await?;
         match self {
@@ -380,8 +384,14 @@ mod tests {
 
     #[test]
     fn conflict_fields_cover_both_dialects() {
-        for c in ["users_email_key", "organizations.url_safe_org_name", "nope_key"] {
-            let e = StoreError::Conflict { constraint: c.into() };
+        for c in [
+            "users_email_key",
+            "organizations.url_safe_org_name",
+            "nope_key",
+        ] {
+            let e = StoreError::Conflict {
+                constraint: c.into(),
+            };
             let f = e.conflict_field().unwrap();
             assert!(["email", "url_safe_org_name", "nope_key"].contains(&f));
         }

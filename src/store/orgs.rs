@@ -65,10 +65,12 @@ pub async fn list(
 
 /// Deletes the org and (by cascade) everything it owns. Returns whether it existed.
 pub async fn delete(a: &mut impl Access, org_id: Uuid) -> Result<bool, StoreError> {
-    let r = with_conn!(a, |c| sqlx::query("DELETE FROM organizations WHERE org_id = $1")
-        .bind(org_id)
-        .execute(&mut *c)
-        .await?
-        .rows_affected());
+    let r = with_conn!(a, |c| sqlx::query(
+        "DELETE FROM organizations WHERE org_id = $1"
+    )
+    .bind(org_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
     Ok(r == 1)
 }

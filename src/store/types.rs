@@ -83,7 +83,9 @@ impl Encode<'_, Sqlite> for TextList {
 
 impl<'r> Decode<'r, Sqlite> for TextList {
     fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
-        Ok(TextList(serde_json::from_str(<&str as Decode<Sqlite>>::decode(value)?)?))
+        Ok(TextList(serde_json::from_str(
+            <&str as Decode<Sqlite>>::decode(value)?,
+        )?))
     }
 }
 

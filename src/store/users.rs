@@ -130,7 +130,10 @@ pub async fn set_password_hash(
     Ok(())
 }
 
-pub async fn password_hash(a: &mut impl Access, user_id: Uuid) -> Result<Option<String>, StoreError> {
+pub async fn password_hash(
+    a: &mut impl Access,
+    user_id: Uuid,
+) -> Result<Option<String>, StoreError> {
     Ok(with_conn!(a, |c| sqlx::query_scalar(
         "SELECT password_hash FROM user_passwords WHERE user_id = $1"
     )

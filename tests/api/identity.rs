@@ -1,0 +1,152 @@
+//! Identity rules over the real store: conflicts named, no half-applied writes.
+use crate::helpers::TestApp;
+use crate::on_both_backends;
+use lintel::config::Secret;
+use lintel::identity::users::NewUser;
+use lintel::identity::{IdentityError, orgs, users};
+use lintel::store;
+use uuid::Uuid;
+
+on_both_backends!(
+    duplicate_slug_and_email_are_conflicts,
+    failed_creates_leave_nothing_behind
+);
+
+async fn duplicate_slug_and_email_are_conflicts(app: TestApp) {
+    let id = &app.state.identity;
+    let org = orgs::create(id, "Initech Ltd", None).await.unwrap();
+    assert_eq!(org.url_safe_org_name, "initech-ltd");
+    let err = orgs::create(id, "INITECH  ltd.", None).await.unwrap_err();
+    assert!(
+        matches!(&err, IdentityError::Conflict { field, .. } if field == "url_safe_org_name"),
+        "{err:?}"
+    );
+    let err = orgs::create(id, "Other", Some("initech-ltd"))
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, IdentityError::Conflict { .. }), "{err:?}");
+    let err = orgs::create(id, "Other", Some("Not A Slug"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            IdentityError::Invalid {
+                field: "url_safe_org_name",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let new = |email: &str| NewUser {
+        email: email.into(),
+        ..Default::default()
+    };
+    users::create(id, new("Peter@Initech.com")).await.unwrap();
+    let err = users::create(id, new("peter@INITECH.com"))
+        .await
+        .unwrap_err();
+    match err {
+        IdentityError::Conflict { field, message } => {
+            assert_eq!(field, "email");
+            assert!(message.contains("peter@initech.com"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    app.finish().await;
+}
+
+async fn failed_creates_leave_nothing_behind(app: TestApp) {
+    let id = &app.state.identity;
+    // Unknown org: the user insert is rolled back with the transaction.
+    let err = users::create(
+        id,
+        NewUser {
+            email: "lost@example.com".into(),
+            org_id: Some(Uuid::now_v7()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IdentityError::NotFound {
+                what: "organization"
+            }
+        ),
+        "{err:?}"
+    );
+    // Password under the policy: refused before anything is written.
+    let err = users::create(
+        id,
+        NewUser {
+            email: "weak@example.com".into(),
+            password: Some(Secret::new("short".into())),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IdentityError::Invalid {
+                field: "password",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let mut c = app.db.conn().await.unwrap();
+    assert!(
+        store::users::find_by_email(&mut c, "lost@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store::users::find_by_email(&mut c, "weak@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // And a good one writes user, password and membership together.
+    let org = orgs::create(id, "Hooli", None).await.unwrap();
+    let (u, m) = users::create(
+        id,
+        NewUser {
+            email: "gavin@hooli.com".into(),
+            password: Some(Secret::new("tethics-are-important".into())),
+            org_id: Some(org.org_id),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let m = m.unwrap();
+    assert_eq!(m.url_safe_org_name, "hooli");
+    let stored = store::users::password_hash(&mut c, u.user_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.starts_with("$argon2id$"));
+    assert!(
+        id.passwords
+            .verify(&Secret::new("tethics-are-important".into()), &stored)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store::memberships::get(&mut c, u.user_id, org.org_id)
+            .await
+            .unwrap(),
+        Some(m)
+    );
+    drop(c);
+    app.finish().await;
+}

@@ -1,0 +1,32 @@
+//! Migrations: applied at start, idempotent, safe to run from several nodes at once.
+use crate::helpers::TestDb;
+use crate::on_both_databases;
+use lintel::store::{Db, DbOptions};
+
+on_both_databases!(
+    migrations_apply_once_and_again_is_a_no_op,
+    concurrent_migrations_agree
+);
+
+async fn migrations_apply_once_and_again_is_a_no_op(db: TestDb) {
+    let store = Db::connect(&db.url, &DbOptions::default()).await.unwrap();
+    assert_eq!(store.applied_migrations().await.unwrap(), Vec::<i64>::new());
+    assert_eq!(store.migrate().await.unwrap(), vec![1]);
+    assert_eq!(store.migrate().await.unwrap(), Vec::<i64>::new());
+    assert_eq!(store.applied_migrations().await.unwrap(), vec![1]);
+    store.close().await;
+    db.drop_database().await;
+}
+
+async fn concurrent_migrations_agree(db: TestDb) {
+    let a = Db::connect(&db.url, &DbOptions::default()).await.unwrap();
+    let b = Db::connect(&db.url, &DbOptions::default()).await.unwrap();
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    // Both succeed, each saw version 1 pending or applied it, and it is recorded once.
+    assert!(ra.iter().chain(&rb).all(|v| *v == 1), "{ra:?} {rb:?}");
+    assert_eq!(a.applied_migrations().await.unwrap(), vec![1]);
+    a.close().await;
+    b.close().await;
+    db.drop_database().await;
+}
