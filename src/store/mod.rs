@@ -289,7 +289,22 @@ impl Db {
     pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
         let before = self.applied_migrations().await?;
         match self {
-            Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Db::Sqlite(p) => {
+                // sqlx takes no lock on SQLite, so two processes starting together can both
+                // try a migration; the loser's transaction rolls back. Re-running then finds
+                // it applied (or fails again for a real reason).
+                let mut attempt = 0;
+                loop {
+                    match SQLITE_MIGRATIONS.run(p).await {
+                        Ok(()) => break,
+                        Err(_) if attempt < 3 => {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
             Db::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
         }
         let after = self.applied_migrations().await?;
