@@ -258,6 +258,17 @@ CREATE TABLE scim_external_ids (
 );
 CREATE UNIQUE INDEX scim_external_ids_external_id_key ON scim_external_ids (client_id, resource_type, external_id);
 
+-- A user as provisioned into one org over SCIM: userName is unique per org and, as in
+-- RFC 7643 §4.1.1 (caseExact false), compared case-insensitively.
+CREATE TABLE scim_users (
+    org_id    BLOB NOT NULL REFERENCES organizations (org_id) ON DELETE CASCADE,
+    user_id   BLOB NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+    user_name TEXT NOT NULL,
+    PRIMARY KEY (org_id, user_id)
+);
+CREATE UNIQUE INDEX scim_users_user_name_key ON scim_users (org_id, lower(user_name));
+CREATE INDEX scim_users_user_id_idx ON scim_users (user_id);
+
 -- OIDC provider
 
 CREATE TABLE oidc_clients (
