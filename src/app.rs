@@ -3,7 +3,7 @@
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, redact_database_url};
 use crate::http::{self, AppState};
-use crate::identity::{Identity, Passwords};
+use crate::identity::{Identity, Passwords, mailer};
 use crate::keys;
 use crate::store::{self, Db, DbOptions, Json};
 use std::future::Future;
@@ -27,6 +27,8 @@ pub enum StartupError {
     },
     #[error("passwords: {0}")]
     Passwords(#[from] crate::identity::passwords::PasswordError),
+    #[error("{0}")]
+    Mail(#[from] crate::identity::mailer::MailError),
 }
 
 /// Opens the database named by the config and applies pending migrations.
@@ -57,6 +59,8 @@ pub fn identity(config: &Config, db: Db, clock: SharedClock) -> Result<Identity,
         db,
         clock,
         passwords: Passwords::new(&config.password)?,
+        mailer: mailer::from_config(config)?,
+        config: Arc::new(config.clone()),
     })
 }
 

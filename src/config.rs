@@ -116,6 +116,46 @@ pub const KEYS: &[KeySpec] = &[
         key: "password.argon2_parallelism",
         default: "1",
     },
+    KeySpec {
+        key: "login.max_failures",
+        default: "5",
+    },
+    KeySpec {
+        key: "login.failure_window_secs",
+        default: "900",
+    },
+    KeySpec {
+        key: "login.lockout_secs",
+        default: "900",
+    },
+    KeySpec {
+        key: "tokens.email_verification_ttl_secs",
+        default: "86400",
+    },
+    KeySpec {
+        key: "tokens.password_reset_ttl_secs",
+        default: "3600",
+    },
+    KeySpec {
+        key: "mail.smtp_url",
+        default: "",
+    },
+    KeySpec {
+        key: "mail.from",
+        default: "Lintel <no-reply@localhost>",
+    },
+    KeySpec {
+        key: "sessions.max_lifetime_secs",
+        default: "36000",
+    },
+    KeySpec {
+        key: "sessions.idle_timeout_secs",
+        default: "1800",
+    },
+    KeySpec {
+        key: "mfa.totp_issuer",
+        default: "Lintel",
+    },
 ];
 
 /// Environment variables with the `LINTEL_` prefix that are not configuration keys.
@@ -141,6 +181,49 @@ pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub password: PasswordConfig,
+    pub login: LoginConfig,
+    pub tokens: TokenConfig,
+    pub mail: MailConfig,
+    pub sessions: SessionConfig,
+    pub mfa: MfaConfig,
+}
+
+/// Brute-force protection for password logins.
+#[derive(Debug, Clone)]
+pub struct LoginConfig {
+    /// Failures within `failure_window` that lock the account.
+    pub max_failures: u32,
+    pub failure_window: Duration,
+    /// How long the temporary lock lasts.
+    pub lockout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub email_verification_ttl: Duration,
+    pub password_reset_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    /// `smtp://` or `smtps://` URL (may carry credentials); `None`: the dev outbox under
+    /// `data_dir/outbox/`.
+    pub smtp_url: Option<Secret<String>>,
+    pub from: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// A session ends this long after sign-in, however active.
+    pub max_lifetime: Duration,
+    /// A session ends after this long unused.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct MfaConfig {
+    /// The issuer label in `otpauth://` URIs (what authenticator apps show).
+    pub totp_issuer: String,
 }
 
 #[derive(Debug, Clone)]
@@ -408,12 +491,62 @@ impl Config {
                 argon2_iterations: raw.get("password.argon2_iterations", number(1, 100))?,
                 argon2_parallelism: raw.get("password.argon2_parallelism", number(1, 64))?,
             },
+            login: LoginConfig {
+                max_failures: raw.get("login.max_failures", number(1, 1000))?,
+                failure_window: raw.get("login.failure_window_secs", positive_secs)?,
+                lockout: raw.get("login.lockout_secs", positive_secs)?,
+            },
+            tokens: TokenConfig {
+                email_verification_ttl: raw
+                    .get("tokens.email_verification_ttl_secs", positive_secs)?,
+                password_reset_ttl: raw.get("tokens.password_reset_ttl_secs", positive_secs)?,
+            },
+            mail: MailConfig {
+                smtp_url: raw.get("mail.smtp_url", smtp_url)?,
+                from: raw.get("mail.from", |s| {
+                    if s.contains('@') && !s.contains(['\r', '\n']) {
+                        Ok(s.to_string())
+                    } else {
+                        Err("expected an address such as `Lintel <no-reply@example.com>`".into())
+                    }
+                })?,
+            },
+            sessions: SessionConfig {
+                max_lifetime: raw.get("sessions.max_lifetime_secs", positive_secs)?,
+                idle_timeout: raw.get("sessions.idle_timeout_secs", positive_secs)?,
+            },
+            mfa: MfaConfig {
+                totp_issuer: raw.get("mfa.totp_issuer", |s| {
+                    if s.is_empty() || s.contains(':') {
+                        Err("must be non-empty and contain no `:`".into())
+                    } else {
+                        Ok(s.to_string())
+                    }
+                })?,
+            },
         })
     }
 
     pub fn is_sqlite(&self) -> bool {
         self.database_url.expose().starts_with("sqlite:")
     }
+}
+
+/// At least one second, at most 10 years.
+fn positive_secs(s: &str) -> Result<Duration, String> {
+    number(1u64, 315_360_000)(s).map(Duration::from_secs)
+}
+
+/// Empty (use the dev outbox) or an smtp/smtps URL; never echoed (it may hold a password).
+fn smtp_url(s: &str) -> Result<Option<Secret<String>>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let url = Url::parse(s).map_err(|e| format!("not a valid URL ({e})"))?;
+    if !matches!(url.scheme(), "smtp" | "smtps") || url.host_str().is_none() {
+        return Err("expected smtp://HOST[:PORT] or smtps://USER:PASSWORD@HOST[:PORT]".into());
+    }
+    Ok(Some(Secret::new(s.to_string())))
 }
 
 fn non_empty_path(s: &str) -> Result<PathBuf, String> {

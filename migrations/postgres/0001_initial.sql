@@ -21,7 +21,11 @@ CREATE TABLE users (
     mfa_enabled              boolean     NOT NULL DEFAULT false,
     can_create_orgs          boolean     NOT NULL DEFAULT false,
     created_at               bigint      NOT NULL,
-    last_active_at           bigint
+    last_active_at           bigint,
+    -- Temporary lockout after repeated failures (identity::login); `locked` is the admin lock.
+    failed_login_count       integer NOT NULL DEFAULT 0,
+    last_failed_login_at     timestamptz,
+    locked_until             timestamptz
 );
 CREATE UNIQUE INDEX users_email_key ON users (lower(email));
 CREATE UNIQUE INDEX users_username_key ON users (lower(username));
@@ -31,7 +35,10 @@ CREATE TABLE organizations (
     org_name          text        NOT NULL,
     url_safe_org_name text        NOT NULL,
     org_metadata      jsonb       NOT NULL DEFAULT '{}',
-    created_at        timestamptz NOT NULL
+    created_at        timestamptz NOT NULL,
+    org_role_structure text NOT NULL DEFAULT 'single_role'
+        CHECK (org_role_structure IN ('single_role', 'multi_role')),
+    mfa_required       boolean NOT NULL DEFAULT false
 );
 CREATE UNIQUE INDEX organizations_url_safe_org_name_key ON organizations (url_safe_org_name);
 
@@ -130,8 +137,13 @@ CREATE TABLE sessions (
     expires_at    timestamptz NOT NULL,
     revoked       boolean     NOT NULL DEFAULT false,
     ip_address    inet,
-    user_agent    text
+    user_agent    text,
+    org_id        uuid REFERENCES organizations (org_id) ON DELETE CASCADE,
+    auth_methods  text[] NOT NULL DEFAULT '{}',
+    auth_time     timestamptz NOT NULL,
+    last_seen_at  timestamptz NOT NULL
 );
+CREATE INDEX sessions_org_id_idx ON sessions (org_id);
 CREATE UNIQUE INDEX sessions_refresh_token_key ON sessions (refresh_token);
 CREATE INDEX sessions_user_id_idx ON sessions (user_id);
 
@@ -146,13 +158,25 @@ CREATE TABLE mfa_devices (
 );
 CREATE INDEX mfa_devices_user_id_idx ON mfa_devices (user_id);
 
+-- Single-use MFA recovery codes (80-bit secrets, stored as SHA-256).
+CREATE TABLE mfa_recovery_codes (
+    code_id    uuid NOT NULL PRIMARY KEY,
+    user_id    uuid NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+    code_hash  text NOT NULL,
+    created_at timestamptz NOT NULL,
+    used_at    timestamptz
+);
+CREATE UNIQUE INDEX mfa_recovery_codes_code_key ON mfa_recovery_codes (user_id, code_hash);
+
 CREATE TABLE email_verification_tokens (
     token      uuid        NOT NULL PRIMARY KEY,
     user_id    uuid        NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
     created_at timestamptz NOT NULL,
     expires_at timestamptz NOT NULL,
-    used_at    timestamptz
+    used_at    timestamptz,
+    token_hash text NOT NULL
 );
+CREATE UNIQUE INDEX email_verification_tokens_token_hash_key ON email_verification_tokens (token_hash);
 CREATE INDEX email_verification_tokens_user_id_idx ON email_verification_tokens (user_id);
 
 CREATE TABLE password_reset_tokens (
@@ -160,8 +184,10 @@ CREATE TABLE password_reset_tokens (
     user_id    uuid        NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
     created_at timestamptz NOT NULL,
     expires_at timestamptz NOT NULL,
-    used_at    timestamptz
+    used_at    timestamptz,
+    token_hash text NOT NULL
 );
+CREATE UNIQUE INDEX password_reset_tokens_token_hash_key ON password_reset_tokens (token_hash);
 CREATE INDEX password_reset_tokens_user_id_idx ON password_reset_tokens (user_id);
 
 CREATE TABLE api_keys (

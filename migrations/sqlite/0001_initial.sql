@@ -21,7 +21,11 @@ CREATE TABLE users (
     mfa_enabled              BOOLEAN NOT NULL DEFAULT 0,
     can_create_orgs          BOOLEAN NOT NULL DEFAULT 0,
     created_at               INTEGER NOT NULL,
-    last_active_at           INTEGER
+    last_active_at           INTEGER,
+    -- Temporary lockout after repeated failures (identity::login); `locked` is the admin lock.
+    failed_login_count       INTEGER NOT NULL DEFAULT 0,
+    last_failed_login_at     TEXT,
+    locked_until             TEXT
 );
 CREATE UNIQUE INDEX users_email_key ON users (lower(email));
 CREATE UNIQUE INDEX users_username_key ON users (lower(username));
@@ -31,7 +35,10 @@ CREATE TABLE organizations (
     org_name          TEXT    NOT NULL,
     url_safe_org_name TEXT    NOT NULL,
     org_metadata      TEXT    NOT NULL DEFAULT '{}',
-    created_at        TEXT    NOT NULL
+    created_at        TEXT    NOT NULL,
+    org_role_structure TEXT NOT NULL DEFAULT 'single_role'
+        CHECK (org_role_structure IN ('single_role', 'multi_role')),
+    mfa_required       BOOLEAN NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX organizations_url_safe_org_name_key ON organizations (url_safe_org_name);
 
@@ -130,8 +137,13 @@ CREATE TABLE sessions (
     expires_at    TEXT    NOT NULL,
     revoked       BOOLEAN NOT NULL DEFAULT 0,
     ip_address    TEXT,
-    user_agent    TEXT
+    user_agent    TEXT,
+    org_id        BLOB REFERENCES organizations (org_id) ON DELETE CASCADE,
+    auth_methods  TEXT NOT NULL DEFAULT '[]',
+    auth_time     TEXT NOT NULL,
+    last_seen_at  TEXT NOT NULL
 );
+CREATE INDEX sessions_org_id_idx ON sessions (org_id);
 CREATE UNIQUE INDEX sessions_refresh_token_key ON sessions (refresh_token);
 CREATE INDEX sessions_user_id_idx ON sessions (user_id);
 
@@ -146,13 +158,25 @@ CREATE TABLE mfa_devices (
 );
 CREATE INDEX mfa_devices_user_id_idx ON mfa_devices (user_id);
 
+-- Single-use MFA recovery codes (80-bit secrets, stored as SHA-256).
+CREATE TABLE mfa_recovery_codes (
+    code_id    BLOB NOT NULL PRIMARY KEY,
+    user_id    BLOB NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+    code_hash  TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    used_at    TEXT
+);
+CREATE UNIQUE INDEX mfa_recovery_codes_code_key ON mfa_recovery_codes (user_id, code_hash);
+
 CREATE TABLE email_verification_tokens (
     token      BLOB    NOT NULL PRIMARY KEY,
     user_id    BLOB    NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
     created_at TEXT    NOT NULL,
     expires_at TEXT    NOT NULL,
-    used_at    TEXT
+    used_at    TEXT,
+    token_hash TEXT NOT NULL
 );
+CREATE UNIQUE INDEX email_verification_tokens_token_hash_key ON email_verification_tokens (token_hash);
 CREATE INDEX email_verification_tokens_user_id_idx ON email_verification_tokens (user_id);
 
 CREATE TABLE password_reset_tokens (
@@ -160,8 +184,10 @@ CREATE TABLE password_reset_tokens (
     user_id    BLOB    NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
     created_at TEXT    NOT NULL,
     expires_at TEXT    NOT NULL,
-    used_at    TEXT
+    used_at    TEXT,
+    token_hash TEXT NOT NULL
 );
+CREATE UNIQUE INDEX password_reset_tokens_token_hash_key ON password_reset_tokens (token_hash);
 CREATE INDEX password_reset_tokens_user_id_idx ON password_reset_tokens (user_id);
 
 CREATE TABLE api_keys (

@@ -147,3 +147,37 @@ impl From<IdentityError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(e: ApiError) -> (StatusCode, serde_json::Value, String) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let ct = resp.headers()[header::CONTENT_TYPE].to_str().unwrap().to_string();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap(), ct)
+    }
+
+    #[tokio::test]
+    async fn conflicts_are_409_naming_the_field() {
+        let e = ApiError::from(IdentityError::Conflict {
+            field: "email".into(),
+            message: "a user with email a@b.co already exists".into(),
+        });
+        let (status, v, ct) = body(e).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(ct, "application/problem+json");
+        assert_eq!(v["field"], "email");
+        assert_eq!(v["type"], "urn:lintel:problem:conflict");
+    }
+
+    #[tokio::test]
+    async fn store_failures_are_bare_500s() {
+        let store = crate::store::StoreError::Check;
+        let (status, v, _) = body(ApiError::from(IdentityError::Store(store))).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(v.get("detail").is_none(), "{v}");
+    }
+}

@@ -1,20 +1,33 @@
 //! Business rules shared by every protocol: users, organizations, memberships, credentials.
 //! Knows nothing of HTTP; persists through `store`.
 use crate::clock::SharedClock;
+use crate::config::Config;
 use crate::store::{Db, StoreError};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
 
+pub mod login;
+pub mod mailer;
+pub mod memberships;
+pub mod mfa;
 pub mod orgs;
 pub mod passwords;
+pub mod roles;
+pub mod sessions;
+pub mod tokens;
 pub mod users;
 
 pub use passwords::Passwords;
 
-/// What the identity rules need: the store, the clock and the password hasher.
+/// What the identity rules need: the store, the clock, the password hasher, the mailer
+/// and the configuration.
 #[derive(Clone)]
 pub struct Identity {
     pub db: Db,
     pub clock: SharedClock,
     pub passwords: Passwords,
+    pub mailer: Arc<dyn mailer::Mailer>,
+    pub config: Arc<Config>,
 }
 
 /// An identity-rule failure. Messages are safe to show (no secrets, no SQL).
@@ -31,6 +44,50 @@ pub enum IdentityError {
     Conflict { field: String, message: String },
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    /// The caller may not do this (e.g. create an org without `can_create_orgs`).
+    #[error("forbidden: {reason}")]
+    Forbidden { reason: String },
+
+    // Authentication (identity::login). Unknown email and wrong password are the same error.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("this account is disabled")]
+    AccountDisabled,
+    /// `until: None` is an admin lock; `Some` a temporary lock after repeated failures.
+    #[error("this account is locked")]
+    AccountLocked { until: Option<DateTime<Utc>> },
+    /// The org does not allow this login method (`org_login_methods`).
+    #[error("the organization does not allow signing in with {method}")]
+    LoginMethodNotAllowed { method: String },
+
+    // Single-use tokens (email verification, password reset, refresh).
+    #[error("the link or token is not valid")]
+    TokenInvalid,
+    #[error("the link or token has expired")]
+    TokenExpired,
+    #[error("the link or token has already been used")]
+    TokenUsed,
+
+    // MFA.
+    #[error("the code is not valid")]
+    MfaCodeInvalid,
+    #[error("the code has already been used")]
+    MfaCodeReplayed,
+    #[error("no MFA device is enrolled")]
+    MfaNotEnrolled,
+
+    // Roles.
+    #[error("role inheritance would form a cycle")]
+    InheritanceCycle,
+    /// A role, permission or member of one org used in another.
+    #[error("{what} belongs to another organization")]
+    CrossOrg { what: &'static str },
+
+    // Sessions.
+    #[error("the session has expired")]
+    SessionExpired,
+    #[error("the session has been revoked")]
+    SessionRevoked,
     /// The store failed; logged by whoever answers, never shown.
     #[error(transparent)]
     Store(#[from] StoreError),

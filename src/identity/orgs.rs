@@ -72,6 +72,8 @@ pub async fn create(id: &Identity, name: &str, slug: Option<&str>) -> Result<Org
         url_safe_org_name: slug,
         org_metadata: Json(serde_json::json!({})),
         created_at: id.clock.now(),
+        org_role_structure: "single_role".into(),
+        mfa_required: false,
     };
     let mut c = id.db.conn().await?;
     store::orgs::insert(&mut c, &org).await.map_err(|e| {

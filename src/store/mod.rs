@@ -15,10 +15,14 @@ use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool}
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod login_attempts;
 pub mod memberships;
+pub mod mfa;
 pub mod orgs;
+pub mod roles;
 pub mod sessions;
 pub mod signing_keys;
+pub mod tokens;
 pub mod types;
 pub mod users;
 

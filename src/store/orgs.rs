@@ -11,20 +11,27 @@ pub struct Org {
     pub url_safe_org_name: String,
     pub org_metadata: Json<serde_json::Value>,
     pub created_at: DateTime<Utc>,
+    /// `single_role` (one role per member) or `multi_role`.
+    pub org_role_structure: String,
+    /// Members must use MFA to sign in.
+    pub mfa_required: bool,
 }
 
-const COLUMNS: &str = "org_id, org_name, url_safe_org_name, org_metadata, created_at";
+const COLUMNS: &str = "org_id, org_name, url_safe_org_name, org_metadata, created_at, org_role_structure, mfa_required";
 
 pub async fn insert(a: &mut impl Access, org: &Org) -> Result<(), StoreError> {
     with_conn!(a, |c| sqlx::query(
-        "INSERT INTO organizations (org_id, org_name, url_safe_org_name, org_metadata, created_at)
-         VALUES ($1, $2, $3, $4, $5)"
+        "INSERT INTO organizations (org_id, org_name, url_safe_org_name, org_metadata, created_at,
+                                    org_role_structure, mfa_required)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)"
     )
     .bind(org.org_id)
     .bind(&org.org_name)
     .bind(&org.url_safe_org_name)
     .bind(&org.org_metadata)
     .bind(org.created_at)
+    .bind(&org.org_role_structure)
+    .bind(org.mfa_required)
     .execute(&mut *c)
     .await?
     .rows_affected());

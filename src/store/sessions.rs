@@ -1,5 +1,5 @@
 //! `sessions`. `refresh_token` holds a hash of the token, never the token.
-use super::{Access, Inet, StoreError, with_conn};
+use super::{Access, Inet, StoreError, TextList, with_conn};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -15,13 +15,22 @@ pub struct Session {
     pub revoked: bool,
     pub ip_address: Option<Inet>,
     pub user_agent: Option<String>,
+    /// The org the session was opened for, if any.
+    pub org_id: Option<Uuid>,
+    /// How the user authenticated (RFC 8176 `amr` values: `pwd`, `otp`, `fed`, …).
+    pub auth_methods: TextList,
+    pub auth_time: DateTime<Utc>,
+    /// Last use, for the idle timeout; written at most once a minute.
+    pub last_seen_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str =
-    "session_id, user_id, refresh_token, created_at, expires_at, revoked, ip_address, user_agent";
+const COLUMNS: &str = "session_id, user_id, refresh_token, created_at, expires_at, revoked, \
+    ip_address, user_agent, org_id, auth_methods, auth_time, last_seen_at";
 
 pub async fn insert(a: &mut impl Access, s: &Session) -> Result<(), StoreError> {
-    let sql = format!("INSERT INTO sessions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+    let sql = format!(
+        "INSERT INTO sessions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    );
     with_conn!(a, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(s.session_id)
         .bind(s.user_id)
@@ -31,6 +40,10 @@ pub async fn insert(a: &mut impl Access, s: &Session) -> Result<(), StoreError> 
         .bind(s.revoked)
         .bind(s.ip_address)
         .bind(&s.user_agent)
+        .bind(s.org_id)
+        .bind(&s.auth_methods)
+        .bind(s.auth_time)
+        .bind(s.last_seen_at)
         .execute(&mut *c)
         .await?
         .rows_affected());

@@ -47,6 +47,8 @@ fn org(slug: &str) -> Org {
         url_safe_org_name: slug.into(),
         org_metadata: Json(json!({"plan": "enterprise", "seats": 50, "tags": ["a", "b"]})),
         created_at: at(0, 123_456),
+        org_role_structure: "multi_role".into(),
+        mfa_required: true,
     }
 }
 
@@ -261,6 +263,10 @@ async fn sessions_inet_expiry_and_revocation(db: TestDb) {
         revoked: false,
         ip_address: ip.map(|s| Inet(s.parse().unwrap())),
         user_agent: Some("Mozilla/5.0 (X11; Linux x86_64)".into()),
+        org_id: None,
+        auth_methods: TextList(vec!["pwd".into(), "otp".into()]),
+        auth_time: created,
+        last_seen_at: created + Duration::seconds(5),
     };
     let v4 = mk(Some("203.0.113.7"), at(0, 1), 3600, "hash-v4");
     let v6 = mk(Some("2001:db8::1"), at(10, 999_999), 3600, "hash-v6");
@@ -378,6 +384,10 @@ async fn deleting_a_user_cascades(db: TestDb) {
         revoked: false,
         ip_address: None,
         user_agent: None,
+        org_id: Some(o.org_id),
+        auth_methods: TextList::default(),
+        auth_time: at(0, 0),
+        last_seen_at: at(0, 0),
     };
     sessions::insert(&mut c, &s).await.unwrap();
     users::set_password_hash(&mut c, u.user_id, "$argon2id$x", at(0, 0))
