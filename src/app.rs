@@ -60,6 +60,7 @@ pub fn identity(config: &Config, db: Db, clock: SharedClock) -> Result<Identity,
         clock,
         passwords: Passwords::new(&config.password)?,
         mailer: mailer::from_config(config)?,
+        data_key: Arc::new(keys::DataKey::ensure(&config.keys_dir)?),
         config: Arc::new(config.clone()),
     })
 }

@@ -146,9 +146,97 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
         .map_err(|e| file_err(path, e))
 }
 
+/// A 256-bit key for encrypting secrets at rest (e.g. TOTP seeds), kept in
+/// `keys/data-encryption.key` (mode 0600, generated when absent). Ciphertexts are compact
+/// JWE (`dir`, `A256GCM`) with the key's id in `kid`, so a future rotation can tell them apart.
+#[derive(Clone)]
+pub struct DataKey {
+    kid: String,
+    bytes: [u8; 32],
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const DATA_KEY_FILE: &str = "data-encryption.key";
+
+impl DataKey {
+    /// Loads `dir/data-encryption.key`, generating it first when absent.
+    pub fn ensure(dir: &Path) -> Result<DataKey, KeyError> {
+        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        let path = dir.join(DATA_KEY_FILE);
+        if !path.exists() {
+            let bytes: [u8; 32] = rand::random();
+            match write_private(&path, URL_SAFE_NO_PAD.encode(bytes).as_bytes()) {
+                Ok(()) => tracing::info!(path = %path.display(), "generated data-encryption key"),
+                // Another process created it first: use theirs.
+                Err(_) if path.exists() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|_| file_err(&path, "not a base64url key"))?;
+        let bytes: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| file_err(&path, "expected 32 bytes"))?;
+        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(bytes)[..8]);
+        Ok(DataKey { kid, bytes })
+    }
+
+    /// Encrypts to a compact JWE string.
+    pub fn encrypt(&self, plaintext: &[u8]) -> Result<String, KeyError> {
+        let mut header = josekit::jwe::JweHeader::new();
+        header.set_content_encryption("A256GCM");
+        header.set_key_id(&self.kid);
+        let encrypter = josekit::jwe::Dir
+            .encrypter_from_bytes(self.bytes)
+            .map_err(|e| KeyError::Generate(e.to_string()))?;
+        josekit::jwe::serialize_compact(plaintext, &header, &encrypter)
+            .map_err(|e| KeyError::Generate(e.to_string()))
+    }
+
+    /// Decrypts a string made by [`DataKey::encrypt`]; any tampering is an error.
+    pub fn decrypt(&self, jwe: &str) -> Result<Vec<u8>, KeyError> {
+        let decrypter = josekit::jwe::Dir
+            .decrypter_from_bytes(self.bytes)
+            .map_err(|e| KeyError::Generate(e.to_string()))?;
+        let (plaintext, header) = josekit::jwe::deserialize_compact(jwe, &decrypter)
+            .map_err(|_| KeyError::Generate("cannot decrypt: wrong key or tampered data".into()))?;
+        if header.key_id() != Some(self.kid.as_str()) {
+            return Err(KeyError::Generate("encrypted with another data key".into()));
+        }
+        Ok(plaintext)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_key_round_trip_and_tamper() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = DataKey::ensure(dir.path()).unwrap();
+        let again = DataKey::ensure(dir.path()).unwrap();
+        let ct = k.encrypt(b"JBSWY3DPEHPK3PXP").unwrap();
+        assert!(!ct.contains("JBSWY3DPEHPK3PXP"));
+        assert_eq!(again.decrypt(&ct).unwrap(), b"JBSWY3DPEHPK3PXP");
+        let mut parts: Vec<String> = ct.split('.').map(String::from).collect();
+        let last = parts[3].pop().unwrap();
+        parts[3].push(if last == 'A' { 'B' } else { 'A' });
+        assert!(k.decrypt(&parts.join(".")).is_err());
+        let other = DataKey::ensure(tempfile::tempdir().unwrap().path()).unwrap();
+        assert!(other.decrypt(&ct).is_err());
+        // Not picked up as a signing key.
+        assert_eq!(load(dir.path()).unwrap().len(), 0);
+    }
 
     #[test]
     fn generates_once_then_loads() {

@@ -155,8 +155,13 @@ mod tests {
     async fn body(e: ApiError) -> (StatusCode, serde_json::Value, String) {
         let resp = e.into_response();
         let status = resp.status();
-        let ct = resp.headers()[header::CONTENT_TYPE].to_str().unwrap().to_string();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let ct = resp.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap(), ct)
     }
 

@@ -27,6 +27,8 @@ pub struct Identity {
     pub clock: SharedClock,
     pub passwords: Passwords,
     pub mailer: Arc<dyn mailer::Mailer>,
+    /// Encrypts secrets at rest (TOTP seeds).
+    pub data_key: Arc<crate::keys::DataKey>,
     pub config: Arc<Config>,
 }
 

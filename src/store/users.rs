@@ -92,6 +92,38 @@ pub async fn list(
         .await?))
 }
 
+/// Writes every mutable column of `u` (all but `user_id` and `created_at`); returns whether
+/// the user exists.
+pub async fn update(a: &mut impl Access, u: &User) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE users SET legacy_user_id = $2, email = $3, email_confirmed = $4, username = $5,
+             first_name = $6, last_name = $7, picture_url = $8, properties = $9,
+             has_password = $10, update_password_required = $11, locked = $12, enabled = $13,
+             mfa_enabled = $14, can_create_orgs = $15, last_active_at = $16
+         WHERE user_id = $1"
+    )
+    .bind(u.user_id)
+    .bind(&u.legacy_user_id)
+    .bind(&u.email)
+    .bind(u.email_confirmed)
+    .bind(&u.username)
+    .bind(&u.first_name)
+    .bind(&u.last_name)
+    .bind(&u.picture_url)
+    .bind(&u.properties)
+    .bind(u.has_password)
+    .bind(u.update_password_required)
+    .bind(u.locked)
+    .bind(u.enabled)
+    .bind(u.mfa_enabled)
+    .bind(u.can_create_orgs)
+    .bind(u.last_active_at)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
 pub async fn delete(a: &mut impl Access, user_id: Uuid) -> Result<bool, StoreError> {
     let r = with_conn!(a, |c| sqlx::query("DELETE FROM users WHERE user_id = $1")
         .bind(user_id)

@@ -286,3 +286,13 @@ macro_rules! on_both_databases {
         }
     )*};
 }
+
+/// Identity services over a fresh, migrated database, with a clock the test controls.
+pub async fn identity_with_clock(
+    db: &TestDb,
+    clock: lintel::clock::FixedClock,
+) -> lintel::identity::Identity {
+    let config = test_config(db, &[]);
+    let store = lintel::app::open_store(&config).await.expect("store opens");
+    lintel::app::identity(&config, store, std::sync::Arc::new(clock)).expect("identity")
+}

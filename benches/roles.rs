@@ -1,0 +1,2 @@
+//! Effective-permission resolution (filled in by the roles work).
+fn main() {}
