@@ -61,6 +61,7 @@ pub fn identity(config: &Config, db: Db, clock: SharedClock) -> Result<Identity,
         passwords: Passwords::new(&config.password)?,
         mailer: mailer::from_config(config)?,
         data_key: Arc::new(keys::DataKey::ensure(&config.keys_dir)?),
+        activity: Arc::default(),
         config: Arc::new(config.clone()),
     })
 }

@@ -29,6 +29,8 @@ pub struct Identity {
     pub mailer: Arc<dyn mailer::Mailer>,
     /// Encrypts secrets at rest (TOTP seeds).
     pub data_key: Arc<crate::keys::DataKey>,
+    /// Bounds activity writes to one a minute per user.
+    pub activity: Arc<sessions::ActivityThrottle>,
     pub config: Arc<Config>,
 }
 
@@ -58,6 +60,9 @@ pub enum IdentityError {
     /// `until: None` is an admin lock; `Some` a temporary lock after repeated failures.
     #[error("this account is locked")]
     AccountLocked { until: Option<DateTime<Utc>> },
+    /// The password is right but must be changed before any session is issued.
+    #[error("the password must be changed before signing in")]
+    PasswordChangeRequired,
     /// The org does not allow this login method (`org_login_methods`).
     #[error("the organization does not allow signing in with {method}")]
     LoginMethodNotAllowed { method: String },

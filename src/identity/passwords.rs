@@ -16,6 +16,34 @@ pub struct Passwords {
     params: Params,
     min_length: usize,
     permits: Arc<Semaphore>,
+    /// A hash of a random password with the current parameters, verified for unknown
+    /// emails so a login's timing does not tell whether the account exists.
+    dummy: Arc<tokio::sync::OnceCell<String>>,
+}
+
+/// The kind of a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashKind {
+    /// `$argon2id$…` (or argon2i/argon2d) PHC string.
+    Argon2,
+    /// `$2a$`/`$2b$`/`$2y$` bcrypt, from an imported legacy system.
+    Bcrypt,
+}
+
+/// Recognizes a stored hash; `None` for anything Lintel cannot verify.
+pub fn hash_kind(phc: &str) -> Option<HashKind> {
+    if ["$argon2id$", "$argon2i$", "$argon2d$"]
+        .iter()
+        .any(|p| phc.starts_with(p))
+    {
+        PasswordHash::new(phc).ok().map(|_| HashKind::Argon2)
+    } else if ["$2a$", "$2b$", "$2y$"].iter().any(|p| phc.starts_with(p)) {
+        // $2b$NN$ + 53 characters of salt and hash.
+        (phc.len() == 60 && phc[4..6].chars().all(|c| c.is_ascii_digit()))
+            .then_some(HashKind::Bcrypt)
+    } else {
+        None
+    }
 }
 
 impl std::fmt::Debug for Passwords {
@@ -50,6 +78,7 @@ impl Passwords {
             params,
             min_length: cfg.min_length,
             permits: Arc::new(Semaphore::new(cores)),
+            dummy: Arc::new(tokio::sync::OnceCell::new()),
         })
     }
 
@@ -82,7 +111,8 @@ impl Passwords {
         .await
     }
 
-    /// Verifies against a stored PHC string, in constant time (argon2's comparison).
+    /// Verifies against a stored hash (argon2 PHC, or imported bcrypt), in constant time
+    /// (each algorithm's own comparison). An unrecognized hash never verifies.
     pub async fn verify(
         &self,
         password: &Secret<String>,
@@ -91,14 +121,65 @@ impl Passwords {
         if password.expose().len() > MAX_PASSWORD_BYTES {
             return Ok(false);
         }
+        let Some(kind) = hash_kind(phc) else {
+            return Ok(false);
+        };
         let pw = password.clone();
         let phc = phc.to_string();
         let argon2 = self.argon2();
+        self.blocking(move || match kind {
+            HashKind::Argon2 => {
+                let parsed =
+                    PasswordHash::new(&phc).map_err(|e| PasswordError::Hash(e.to_string()))?;
+                Ok(argon2
+                    .verify_password(pw.expose().as_bytes(), &parsed)
+                    .is_ok())
+            }
+            HashKind::Bcrypt => Ok(bcrypt::verify(pw.expose().as_bytes(), &phc).unwrap_or(false)),
+        })
+        .await
+    }
+
+    /// True when a stored hash should be replaced by one with the current parameters
+    /// (imported bcrypt, another argon2 variant, or other argon2 parameters).
+    pub fn needs_rehash(&self, phc: &str) -> bool {
+        match PasswordHash::new(phc) {
+            Ok(h) if phc.starts_with("$argon2id$") => {
+                let p = &self.params;
+                let get = |k: &str| h.params.get_decimal(k);
+                get("m") != Some(p.m_cost())
+                    || get("t") != Some(p.t_cost())
+                    || get("p") != Some(p.p_cost())
+            }
+            _ => true,
+        }
+    }
+
+    /// Spends the time of one verification without any account (for unknown emails).
+    pub async fn verify_dummy(&self, password: &Secret<String>) -> Result<(), PasswordError> {
+        let dummy = self
+            .dummy
+            .get_or_try_init(|| async {
+                let random: [u8; 16] = rand::random();
+                self.hash_unchecked(hex::encode(random)).await
+            })
+            .await?
+            .clone();
+        self.verify(password, &dummy).await.map(|_| ())
+    }
+
+    /// Hashes without the length policy (for rehashing a password that already verified).
+    pub async fn hash_any(&self, password: &Secret<String>) -> Result<String, PasswordError> {
+        self.hash_unchecked(password.expose().clone()).await
+    }
+
+    async fn hash_unchecked(&self, password: String) -> Result<String, PasswordError> {
+        let argon2 = self.argon2();
         self.blocking(move || {
-            let parsed = PasswordHash::new(&phc).map_err(|e| PasswordError::Hash(e.to_string()))?;
-            Ok(argon2
-                .verify_password(pw.expose().as_bytes(), &parsed)
-                .is_ok())
+            argon2
+                .hash_password(password.as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| PasswordError::Hash(e.to_string()))
         })
         .await
     }
@@ -145,6 +226,40 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn legacy_hashes_verify_and_need_rehash() {
+        let p = fast();
+        let pw = Secret::new("correct horse battery".to_string());
+        let bcrypt_hash = bcrypt::hash("correct horse battery", 4).unwrap();
+        assert_eq!(hash_kind(&bcrypt_hash), Some(HashKind::Bcrypt));
+        assert!(p.verify(&pw, &bcrypt_hash).await.unwrap());
+        assert!(
+            !p.verify(&Secret::new("nope nope nope".into()), &bcrypt_hash)
+                .await
+                .unwrap()
+        );
+        assert!(p.needs_rehash(&bcrypt_hash));
+        // argon2 with other parameters verifies with its own and needs a rehash.
+        let slow = Passwords::new(&PasswordConfig {
+            min_length: 10,
+            argon2_memory_kib: 128,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        })
+        .unwrap();
+        let other = slow.hash(&pw).await.unwrap();
+        assert!(p.verify(&pw, &other).await.unwrap());
+        assert!(p.needs_rehash(&other));
+        let current = p.hash(&pw).await.unwrap();
+        assert!(!p.needs_rehash(&current));
+        // Garbage never verifies and is not recognized.
+        for bad in ["", "plaintext", "$2b$xx$short", "$argon2id$garbage"] {
+            assert_eq!(hash_kind(bad), None, "{bad}");
+            assert!(!p.verify(&pw, bad).await.unwrap());
+        }
+        p.verify_dummy(&pw).await.unwrap();
     }
 
     #[test]

@@ -55,10 +55,7 @@ pub async fn create(
 ) -> Result<(User, Option<Membership>), IdentityError> {
     let email = normalize_email(&new.email)?;
     let hash = match &new.password {
-        Some(pw) => Some(id.passwords.hash(pw).await.map_err(|e| match e {
-            super::passwords::PasswordError::Hash(m) => IdentityError::Internal(m),
-            other => IdentityError::invalid("password", other.to_string()),
-        })?),
+        Some(pw) => Some(id.passwords.hash(pw).await.map_err(password_error)?),
         None => None,
     };
     let now = id.clock.now();
@@ -120,6 +117,311 @@ pub async fn create(
     };
     tx.commit().await?;
     Ok((user, membership))
+}
+
+/// Reads a user.
+pub async fn get(id: &Identity, user_id: Uuid) -> Result<User, IdentityError> {
+    let mut c = id.db.conn().await?;
+    store::users::get(&mut c, user_id)
+        .await?
+        .ok_or(IdentityError::NotFound { what: "user" })
+}
+
+/// Finds a user by email (case-insensitively).
+pub async fn find_by_email(id: &Identity, email: &str) -> Result<User, IdentityError> {
+    let email = normalize_email(email)?;
+    let mut c = id.db.conn().await?;
+    store::users::find_by_email(&mut c, &email)
+        .await?
+        .ok_or(IdentityError::NotFound { what: "user" })
+}
+
+/// A page of users in creation order, after `after`.
+pub async fn list(
+    id: &Identity,
+    after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<User>, IdentityError> {
+    let mut c = id.db.conn().await?;
+    Ok(store::users::list(&mut c, after, limit.clamp(1, 1000)).await?)
+}
+
+/// Changes to a user's profile; `None` leaves a field as it is. For the optional fields,
+/// `Some(None)` clears them.
+#[derive(Debug, Default, Clone)]
+pub struct UserPatch {
+    pub email: Option<String>,
+    pub username: Option<Option<String>>,
+    pub first_name: Option<Option<String>>,
+    pub last_name: Option<Option<String>>,
+    pub picture_url: Option<Option<String>>,
+    pub properties: Option<serde_json::Value>,
+    pub legacy_user_id: Option<Option<String>>,
+    pub can_create_orgs: Option<bool>,
+    pub update_password_required: Option<bool>,
+    pub email_confirmed: Option<bool>,
+}
+
+/// `username`: 1–64 of letters, digits, `.`, `_`, `-`, `@`.
+pub fn check_username(name: &str) -> Result<(), IdentityError> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "._-@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(IdentityError::invalid(
+            "username",
+            "use 1 to 64 letters, digits, `.`, `_`, `-` or `@`",
+        ))
+    }
+}
+
+/// `picture_url`: an absolute http(s) URL.
+fn check_picture_url(u: &str) -> Result<(), IdentityError> {
+    match url::Url::parse(u) {
+        Ok(url) if matches!(url.scheme(), "https" | "http") && u.len() <= 2048 => Ok(()),
+        _ => Err(IdentityError::invalid(
+            "picture_url",
+            "must be an http(s) URL",
+        )),
+    }
+}
+
+/// Applies a patch. A changed email is no longer confirmed; a taken email or username is a
+/// conflict naming the field.
+pub async fn update(id: &Identity, user_id: Uuid, patch: UserPatch) -> Result<User, IdentityError> {
+    let mut tx = id.db.begin().await?;
+    let mut user = store::users::get(&mut tx, user_id)
+        .await?
+        .ok_or(IdentityError::NotFound { what: "user" })?;
+    if let Some(email) = patch.email {
+        let email = normalize_email(&email)?;
+        if email != user.email {
+            user.email = email;
+            user.email_confirmed = false;
+        }
+    }
+    if let Some(username) = patch.username {
+        if let Some(u) = &username {
+            check_username(u)?;
+        }
+        user.username = username;
+    }
+    if let Some(v) = patch.picture_url {
+        if let Some(u) = &v {
+            check_picture_url(u)?;
+        }
+        user.picture_url = v;
+    }
+    if let Some(v) = patch.properties {
+        if !v.is_object() {
+            return Err(IdentityError::invalid(
+                "properties",
+                "must be a JSON object",
+            ));
+        }
+        user.properties = Json(v);
+    }
+    for (field, value, target) in [
+        ("first_name", patch.first_name, &mut user.first_name),
+        ("last_name", patch.last_name, &mut user.last_name),
+        (
+            "legacy_user_id",
+            patch.legacy_user_id,
+            &mut user.legacy_user_id,
+        ),
+    ] {
+        if let Some(v) = value {
+            if v.as_ref().is_some_and(|s| s.chars().count() > 256) {
+                return Err(IdentityError::invalid(
+                    field,
+                    "must be at most 256 characters",
+                ));
+            }
+            *target = v;
+        }
+    }
+    if let Some(v) = patch.can_create_orgs {
+        user.can_create_orgs = v;
+    }
+    if let Some(v) = patch.update_password_required {
+        user.update_password_required = v;
+    }
+    if let Some(v) = patch.email_confirmed {
+        user.email_confirmed = v;
+    }
+    store::users::update(&mut tx, &user).await.map_err(|e| {
+        IdentityError::from_store_conflict(e, |field| match field {
+            "email" => format!("a user with email {} already exists", user.email),
+            other => format!("a user with this {other} already exists"),
+        })
+    })?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Flips `enabled`. Disabling ends every session of the user, in the same transaction.
+pub async fn set_enabled(
+    id: &Identity,
+    user_id: Uuid,
+    enabled: bool,
+) -> Result<User, IdentityError> {
+    set_state(id, user_id, |u| u.enabled = enabled, !enabled).await
+}
+
+/// Sets the admin lock (`locked`), ending every session; the user cannot sign in until
+/// unlocked.
+pub async fn lock(id: &Identity, user_id: Uuid) -> Result<User, IdentityError> {
+    set_state(id, user_id, |u| u.locked = true, true).await
+}
+
+/// Lifts the admin lock and any temporary lockout after failed logins.
+pub async fn unlock(id: &Identity, user_id: Uuid) -> Result<User, IdentityError> {
+    let mut tx = id.db.begin().await?;
+    let mut user = store::users::get(&mut tx, user_id)
+        .await?
+        .ok_or(IdentityError::NotFound { what: "user" })?;
+    user.locked = false;
+    store::users::update(&mut tx, &user).await?;
+    store::users::clear_login_failures(&mut tx, user_id).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+async fn set_state(
+    id: &Identity,
+    user_id: Uuid,
+    change: impl FnOnce(&mut User),
+    revoke_sessions: bool,
+) -> Result<User, IdentityError> {
+    let mut tx = id.db.begin().await?;
+    let mut user = store::users::get(&mut tx, user_id)
+        .await?
+        .ok_or(IdentityError::NotFound { what: "user" })?;
+    change(&mut user);
+    store::users::update(&mut tx, &user).await?;
+    if revoke_sessions {
+        store::sessions::revoke_all_for_user(&mut tx, user_id, None).await?;
+    }
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// Deletes a user and everything that belongs to them (sessions, memberships, credentials);
+/// history rows (audit, login attempts) keep their place with the user id cleared.
+pub async fn delete(id: &Identity, user_id: Uuid) -> Result<(), IdentityError> {
+    let mut c = id.db.conn().await?;
+    if store::users::delete(&mut c, user_id).await? {
+        Ok(())
+    } else {
+        Err(IdentityError::NotFound { what: "user" })
+    }
+}
+
+/// An administrator sets a user's password (policy checked). Every session of the user
+/// ends; with `require_change` the user must pick a new one at next sign-in.
+pub async fn set_password(
+    id: &Identity,
+    user_id: Uuid,
+    password: &Secret<String>,
+    require_change: bool,
+) -> Result<User, IdentityError> {
+    let hash = id.passwords.hash(password).await.map_err(password_error)?;
+    let now = id.clock.now();
+    let mut tx = id.db.begin().await?;
+    let mut user = store::users::get(&mut tx, user_id)
+        .await?
+        .ok_or(IdentityError::NotFound { what: "user" })?;
+    store::users::set_password_hash(&mut tx, user_id, &hash, now).await?;
+    user.has_password = true;
+    user.update_password_required = require_change;
+    store::users::update(&mut tx, &user).await?;
+    store::sessions::revoke_all_for_user(&mut tx, user_id, None).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+fn password_error(e: super::passwords::PasswordError) -> IdentityError {
+    match e {
+        super::passwords::PasswordError::Hash(m) => IdentityError::Internal(m),
+        other => IdentityError::invalid("password", other.to_string()),
+    }
+}
+
+/// One user from a legacy system (`lintel user import`, one JSON object per line).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRecord {
+    pub email: String,
+    pub legacy_user_id: Option<String>,
+    /// A bcrypt (`$2a$`/`$2b$`/`$2y$`) or argon2 PHC hash; verified at first sign-in and
+    /// then rehashed with the current parameters.
+    pub password_hash: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub username: Option<String>,
+    #[serde(default)]
+    pub email_confirmed: bool,
+    #[serde(default)]
+    pub properties: Option<serde_json::Value>,
+}
+
+/// Imports one legacy user (one transaction).
+pub async fn import(id: &Identity, r: ImportRecord) -> Result<User, IdentityError> {
+    let email = normalize_email(&r.email)?;
+    if let Some(h) = &r.password_hash
+        && super::passwords::hash_kind(h).is_none()
+    {
+        return Err(IdentityError::invalid(
+            "password_hash",
+            "must be a bcrypt ($2a$, $2b$, $2y$) or argon2 PHC hash",
+        ));
+    }
+    if let Some(u) = &r.username {
+        check_username(u)?;
+    }
+    let properties = r.properties.unwrap_or_else(|| serde_json::json!({}));
+    if !properties.is_object() {
+        return Err(IdentityError::invalid(
+            "properties",
+            "must be a JSON object",
+        ));
+    }
+    let now = id.clock.now();
+    let user = User {
+        user_id: Uuid::now_v7(),
+        legacy_user_id: r.legacy_user_id,
+        email,
+        email_confirmed: r.email_confirmed,
+        username: r.username,
+        first_name: r.first_name,
+        last_name: r.last_name,
+        picture_url: None,
+        properties: Json(properties),
+        has_password: r.password_hash.is_some(),
+        update_password_required: false,
+        locked: false,
+        enabled: true,
+        mfa_enabled: false,
+        can_create_orgs: false,
+        created_at: now.timestamp(),
+        last_active_at: None,
+    };
+    let mut tx = id.db.begin().await?;
+    store::users::insert(&mut tx, &user).await.map_err(|e| {
+        IdentityError::from_store_conflict(e, |field| match field {
+            "email" => format!("a user with email {} already exists", user.email),
+            other => format!("a user with this {other} already exists"),
+        })
+    })?;
+    if let Some(h) = &r.password_hash {
+        store::users::set_password_hash(&mut tx, user.user_id, h, now).await?;
+    }
+    tx.commit().await?;
+    Ok(user)
 }
 
 #[cfg(test)]

@@ -115,3 +115,56 @@ pub async fn revoke_all_for_user(
     .await?
     .rows_affected()))
 }
+
+/// Records use of the session unless it was recorded less than `min_interval` ago (so a busy
+/// session costs at most one write a minute); returns whether a row was written.
+pub async fn touch(
+    a: &mut impl Access,
+    session_id: Uuid,
+    now: DateTime<Utc>,
+    min_interval: chrono::Duration,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE sessions SET last_seen_at = $2 WHERE session_id = $1 AND last_seen_at <= $3"
+    )
+    .bind(session_id)
+    .bind(now)
+    .bind(now - min_interval)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+/// Replaces the refresh-token hash, only if it still is `old_hash` (so one of two concurrent
+/// rotations wins). Returns whether it was replaced.
+pub async fn rotate_refresh_hash(
+    a: &mut impl Access,
+    session_id: Uuid,
+    old_hash: &str,
+    new_hash: &str,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE sessions SET refresh_token = $3
+         WHERE session_id = $1 AND refresh_token = $2 AND NOT revoked"
+    )
+    .bind(session_id)
+    .bind(old_hash)
+    .bind(new_hash)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+/// Revokes every session opened for the org; returns how many.
+pub async fn revoke_all_for_org(a: &mut impl Access, org_id: Uuid) -> Result<u64, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query(
+        "UPDATE sessions SET revoked = $2 WHERE org_id = $1 AND NOT revoked"
+    )
+    .bind(org_id)
+    .bind(true)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()))
+}

@@ -173,3 +173,88 @@ pub async fn password_hash(
     .fetch_optional(&mut *c)
     .await?))
 }
+
+/// Lockout bookkeeping of a user (columns beside the seed's).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Lockout {
+    pub failed_login_count: i32,
+    pub last_failed_login_at: Option<DateTime<Utc>>,
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+pub async fn lockout(a: &mut impl Access, user_id: Uuid) -> Result<Option<Lockout>, StoreError> {
+    Ok(with_conn!(a, |c| {
+        sqlx::query_as(
+        "SELECT failed_login_count, last_failed_login_at, locked_until FROM users WHERE user_id = $1"
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *c)
+    .await?
+    }))
+}
+
+/// Counts one failed login atomically: the count restarts at 1 when the previous failure is
+/// older than `window_start`; reaching `max_failures` sets `locked_until`. Returns the new state.
+pub async fn record_login_failure(
+    a: &mut impl Access,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+    window_start: DateTime<Utc>,
+    max_failures: i32,
+    lock_until: DateTime<Utc>,
+) -> Result<Option<Lockout>, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query_as(
+        "UPDATE users SET
+             failed_login_count = CASE
+                 WHEN last_failed_login_at IS NULL OR last_failed_login_at < $3 THEN 1
+                 ELSE failed_login_count + 1 END,
+             locked_until = CASE
+                 WHEN (CASE WHEN last_failed_login_at IS NULL OR last_failed_login_at < $3 THEN 1
+                            ELSE failed_login_count + 1 END) >= $4 THEN $5
+                 ELSE locked_until END,
+             last_failed_login_at = $2
+         WHERE user_id = $1
+         RETURNING failed_login_count, last_failed_login_at, locked_until"
+    )
+    .bind(user_id)
+    .bind(now)
+    .bind(window_start)
+    .bind(max_failures)
+    .bind(lock_until)
+    .fetch_optional(&mut *c)
+    .await?))
+}
+
+/// Clears the failure count and any temporary lock (after a success, or an admin unlock).
+pub async fn clear_login_failures(a: &mut impl Access, user_id: Uuid) -> Result<(), StoreError> {
+    with_conn!(a, |c| sqlx::query(
+        "UPDATE users SET failed_login_count = 0, last_failed_login_at = NULL, locked_until = NULL
+         WHERE user_id = $1 AND (failed_login_count <> 0 OR locked_until IS NOT NULL)"
+    )
+    .bind(user_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+/// Sets `last_active_at` unless it was set less than `min_interval_secs` ago; returns whether
+/// a row was written.
+pub async fn touch_last_active(
+    a: &mut impl Access,
+    user_id: Uuid,
+    now_epoch: i64,
+    min_interval_secs: i64,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE users SET last_active_at = $2
+         WHERE user_id = $1 AND (last_active_at IS NULL OR last_active_at <= $3)"
+    )
+    .bind(user_id)
+    .bind(now_epoch)
+    .bind(now_epoch - min_interval_secs)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}

@@ -292,7 +292,16 @@ pub async fn identity_with_clock(
     db: &TestDb,
     clock: lintel::clock::FixedClock,
 ) -> lintel::identity::Identity {
-    let config = test_config(db, &[]);
+    identity_with_config(db, clock, &[]).await
+}
+
+/// [`identity_with_clock`] with extra `LINTEL_*` settings.
+pub async fn identity_with_config(
+    db: &TestDb,
+    clock: lintel::clock::FixedClock,
+    env: &[(&str, &str)],
+) -> lintel::identity::Identity {
+    let config = test_config(db, env);
     let store = lintel::app::open_store(&config).await.expect("store opens");
     lintel::app::identity(&config, store, std::sync::Arc::new(clock)).expect("identity")
 }
