@@ -66,6 +66,42 @@ pub enum UserCommand {
         #[arg(long)]
         last_name: Option<String>,
     },
+    /// Set a user's password (read from stdin); ends the user's sessions.
+    SetPassword {
+        /// User id or email.
+        #[arg(long)]
+        user: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Make the user choose a new password at next sign-in.
+        #[arg(long)]
+        require_change: bool,
+    },
+    /// Disable a user (cannot sign in; sessions end).
+    Disable {
+        #[arg(long)]
+        user: String,
+    },
+    /// Re-enable a disabled user.
+    Enable {
+        #[arg(long)]
+        user: String,
+    },
+    /// Lock a user (admin lock; sessions end).
+    Lock {
+        #[arg(long)]
+        user: String,
+    },
+    /// Lift an admin lock and any temporary lockout after failed logins.
+    Unlock {
+        #[arg(long)]
+        user: String,
+    },
+    /// Import users from JSON lines (FILE, or - for stdin): {"email", "legacy_user_id",
+    /// "password_hash" (bcrypt or argon2), "first_name", "last_name", "username",
+    /// "email_confirmed", "properties"}. Each line is imported on its own.
+    Import { file: PathBuf },
 }
 
 /// A failure of a CLI command and the exit status it maps to.
@@ -173,42 +209,141 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             }));
             Ok(())
         }
-        Command::User(UserCommand::Create {
+        Command::User(cmd) => {
+            let db = app::open_store(&config).await?;
+            let id = app::identity(&config, db, clock)?;
+            user_admin(&id, cmd).await
+        }
+    }
+}
+
+/// A user as the CLI prints it (never a secret).
+fn user_json(u: &crate::store::users::User) -> serde_json::Value {
+    json!({
+        "user_id": u.user_id,
+        "email": u.email,
+        "username": u.username,
+        "first_name": u.first_name,
+        "last_name": u.last_name,
+        "legacy_user_id": u.legacy_user_id,
+        "email_confirmed": u.email_confirmed,
+        "has_password": u.has_password,
+        "update_password_required": u.update_password_required,
+        "enabled": u.enabled,
+        "locked": u.locked,
+        "mfa_enabled": u.mfa_enabled,
+        "created_at": u.created_at,
+    })
+}
+
+/// A user named on the command line by id or email.
+async fn resolve_user(id: &identity::Identity, who: &str) -> Result<uuid::Uuid, IdentityError> {
+    match uuid::Uuid::parse_str(who) {
+        Ok(user_id) => identity::users::get(id, user_id).await.map(|u| u.user_id),
+        Err(_) => identity::users::find_by_email(id, who)
+            .await
+            .map(|u| u.user_id),
+    }
+}
+
+async fn user_admin(id: &identity::Identity, cmd: UserCommand) -> Result<(), Failure> {
+    use identity::users;
+    let user = match cmd {
+        UserCommand::Create {
             email,
             org,
             password_stdin,
             first_name,
             last_name,
-        }) => {
+        } => {
             let password = if password_stdin {
                 Some(read_password().map_err(Failure::Command)?)
             } else {
                 None
             };
-            let db = app::open_store(&config).await?;
-            let id = app::identity(&config, db, clock)?;
             let org_id = match org {
-                Some(o) => Some(identity::orgs::resolve(&id, &o).await?.org_id),
+                Some(o) => Some(identity::orgs::resolve(id, &o).await?.org_id),
                 None => None,
             };
-            let new = identity::users::NewUser {
+            let new = users::NewUser {
                 email,
                 password,
                 first_name,
                 last_name,
                 org_id,
             };
-            let (user, membership) = identity::users::create(&id, new).await?;
-            print(json!({
-                "user_id": user.user_id,
-                "email": user.email,
-                "has_password": user.has_password,
-                "created_at": user.created_at,
-                "org_id": membership.as_ref().map(|m| m.org_id),
-                "user_role": membership.as_ref().map(|m| m.user_role.clone()),
-            }));
-            Ok(())
+            let (user, membership) = users::create(id, new).await?;
+            let mut out = user_json(&user);
+            out["org_id"] = json!(membership.as_ref().map(|m| m.org_id));
+            out["user_role"] = json!(membership.as_ref().map(|m| m.user_role.clone()));
+            print(out);
+            return Ok(());
         }
+        UserCommand::SetPassword {
+            user,
+            require_change,
+            ..
+        } => {
+            let password = read_password().map_err(Failure::Command)?;
+            let user_id = resolve_user(id, &user).await?;
+            users::set_password(id, user_id, &password, require_change).await?
+        }
+        UserCommand::Disable { user } => {
+            users::set_enabled(id, resolve_user(id, &user).await?, false).await?
+        }
+        UserCommand::Enable { user } => {
+            users::set_enabled(id, resolve_user(id, &user).await?, true).await?
+        }
+        UserCommand::Lock { user } => users::lock(id, resolve_user(id, &user).await?).await?,
+        UserCommand::Unlock { user } => users::unlock(id, resolve_user(id, &user).await?).await?,
+        UserCommand::Import { file } => return import(id, &file).await,
+    };
+    print(user_json(&user));
+    Ok(())
+}
+
+/// `lintel user import`: prints {"imported": N, "failed": [{"line": L, "error": E}]}; exit 1
+/// when any line failed (the others are imported).
+async fn import(id: &identity::Identity, file: &std::path::Path) -> Result<(), Failure> {
+    let text = if file.as_os_str() == "-" {
+        let mut buf = String::new();
+        std::io::stdin()
+            .read_to_string(&mut buf)
+            .map_err(|e| Failure::Command(format!("stdin: {e}")))?;
+        buf
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| Failure::Command(format!("{}: {e}", file.display())))?
+    };
+    let (mut imported, mut failed) = (Vec::new(), Vec::new());
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let result = match serde_json::from_str::<identity::users::ImportRecord>(line) {
+            Ok(record) => {
+                identity::users::import(id, record)
+                    .await
+                    .map_err(|e| match Failure::from(e) {
+                        Failure::Command(m) => m,
+                        Failure::Startup(e) => e.to_string(),
+                    })
+            }
+            Err(e) => Err(format!("not a valid record: {e}")),
+        };
+        match result {
+            Ok(u) => imported.push(json!({"line": n + 1, "user_id": u.user_id, "email": u.email})),
+            Err(error) => failed.push(json!({"line": n + 1, "error": error})),
+        }
+    }
+    let ok = failed.is_empty();
+    print(json!({ "imported": imported.len(), "users": imported, "failed": failed }));
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::Command(
+            "some lines were not imported (see \"failed\")".into(),
+        ))
     }
 }
 

@@ -5,7 +5,8 @@ use serde_json::Value;
 
 on_both_databases!(
     migrate_twice_and_admin_commands_print_json,
-    duplicates_are_rejected_by_the_cli
+    duplicates_are_rejected_by_the_cli,
+    user_admin_commands,
 );
 
 fn env(db: &TestDb) -> Vec<(&'static str, String)> {
@@ -147,5 +148,79 @@ async fn duplicates_are_rejected_by_the_cli(db: TestDb) {
     // Usage errors are clap's: exit 2.
     let (code, _, _) = run(&db, &["org", "create"], None);
     assert_eq!(code, 2);
+    db.drop_database().await;
+}
+
+async fn user_admin_commands(db: TestDb) {
+    let (code, _, err) = run(&db, &["user", "create", "--email", "pat@example.com"], None);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(
+        &db,
+        &[
+            "user",
+            "set-password",
+            "--user",
+            "PAT@example.com",
+            "--password-stdin",
+            "--require-change",
+        ],
+        Some("a brand new password\n"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let v = json_line(&out);
+    assert_eq!(v["has_password"], true);
+    assert_eq!(v["update_password_required"], true);
+    assert!(!out.contains("a brand new password"));
+
+    let (code, out, _) = run(&db, &["user", "disable", "--user", "pat@example.com"], None);
+    assert_eq!(code, 0);
+    assert_eq!(json_line(&out)["enabled"], false);
+    let user_id = json_line(&out)["user_id"].as_str().unwrap().to_string();
+    let (code, out, _) = run(&db, &["user", "enable", "--user", &user_id], None);
+    assert_eq!(code, 0);
+    assert_eq!(json_line(&out)["enabled"], true);
+    let (code, out, _) = run(&db, &["user", "lock", "--user", &user_id], None);
+    assert_eq!(code, 0);
+    assert_eq!(json_line(&out)["locked"], true);
+    let (code, out, _) = run(&db, &["user", "unlock", "--user", &user_id], None);
+    assert_eq!(code, 0);
+    assert_eq!(json_line(&out)["locked"], false);
+    let (code, _, err) = run(
+        &db,
+        &["user", "unlock", "--user", "ghost@example.com"],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("user not found"), "{err}");
+
+    // Import: good lines land, bad lines are reported with their line numbers.
+    let bcrypt_hash = bcrypt::hash("legacy password 1", 4).unwrap();
+    let lines = [
+        serde_json::json!({"email": "quinn@example.com", "legacy_user_id": "old-1", "password_hash": bcrypt_hash}).to_string(),
+        "{not json".to_string(),
+        serde_json::json!({"email": "pat@example.com"}).to_string(),
+        String::new(),
+        serde_json::json!({"email": "rae@example.com", "password_hash": "sha1:deadbeef"}).to_string(),
+        serde_json::json!({"email": "sam@example.com", "first_name": "Sam", "email_confirmed": true}).to_string(),
+    ];
+    let (code, out, err) = run(&db, &["user", "import", "-"], Some(&lines.join("\n")));
+    assert_eq!(code, 1, "{err}");
+    let v = json_line(&out);
+    assert_eq!(v["imported"], 2);
+    let failed: Vec<u64> = v["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(failed, vec![2, 3, 5]);
+    assert!(
+        v["failed"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("conflict: email"),
+        "{v}"
+    );
+    assert!(!out.contains(&bcrypt_hash), "hashes are not echoed");
     db.drop_database().await;
 }
