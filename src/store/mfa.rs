@@ -139,9 +139,8 @@ pub async fn enable_device(
     device_id: Uuid,
     last_used: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let n =
-        with_conn!(a, |c| {
-            sqlx::query(
+    let n = with_conn!(a, |c| {
+        sqlx::query(
         "UPDATE mfa_devices SET enabled = $3, last_used = $2 WHERE device_id = $1 AND NOT enabled"
     )
     .bind(device_id)
@@ -150,7 +149,7 @@ pub async fn enable_device(
     .execute(&mut *c)
     .await?
     .rows_affected()
-        });
+    });
     Ok(n == 1)
 }
 
