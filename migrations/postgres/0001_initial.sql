@@ -157,6 +157,8 @@ CREATE TABLE mfa_devices (
     last_used  timestamptz
 );
 CREATE INDEX mfa_devices_user_id_idx ON mfa_devices (user_id);
+-- At most one enabled TOTP device per user.
+CREATE UNIQUE INDEX mfa_devices_enabled_totp_key ON mfa_devices (user_id) WHERE enabled AND type = 'totp';
 
 -- Single-use MFA recovery codes (80-bit secrets, stored as SHA-256).
 CREATE TABLE mfa_recovery_codes (

@@ -169,6 +169,13 @@ const CONFLICT_FIELDS: &[(&str, &str)] = &[
     ("sessions.refresh_token", "refresh_token"),
     ("signing_keys_pkey", "kid"),
     ("signing_keys.kid", "kid"),
+    ("mfa_devices_enabled_totp_key", "mfa_device"),
+    ("mfa_devices.user_id", "mfa_device"),
+    ("mfa_recovery_codes_code_key", "recovery_code"),
+    (
+        "mfa_recovery_codes.user_id, mfa_recovery_codes.code_hash",
+        "recovery_code",
+    ),
 ];
 
 impl StoreError {
