@@ -169,19 +169,33 @@ mod tests {
         assert!(second.contains("To: bob@example.com"), "{second}");
         // A bad recipient writes nothing.
         assert!(mailer.send(email("nope")).await.is_err());
-        assert_eq!(std::fs::read_dir(dir.path().join("outbox")).unwrap().count(), 2);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("outbox"))
+                .unwrap()
+                .count(),
+            2
+        );
     }
 
     // Building an SMTP transport starts its connection pool, so it needs a runtime.
     #[tokio::test]
     async fn smtp_url_errors_never_echo_the_url() {
         // Accepted by the config check (a valid smtp URL) but not by lettre.
-        let c = config(&[("LINTEL_MAIL_SMTP_URL", "smtp://u:hunter2@mail.example?tls=bogus")]);
+        let c = config(&[(
+            "LINTEL_MAIL_SMTP_URL",
+            "smtp://u:hunter2@mail.example?tls=bogus",
+        )]);
         let e = from_config(&c).err().unwrap().to_string();
         assert!(e.contains("mail.smtp_url"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
         // A usable URL builds an SMTP mailer without connecting.
-        assert!(from_config(&config(&[("LINTEL_MAIL_SMTP_URL", "smtp://127.0.0.1:2525")])).is_ok());
+        assert!(
+            from_config(&config(&[(
+                "LINTEL_MAIL_SMTP_URL",
+                "smtp://127.0.0.1:2525"
+            )]))
+            .is_ok()
+        );
     }
 
     #[test]

@@ -80,9 +80,9 @@ pub fn link(issuer: &Url, path: &str, token: &str) -> String {
 /// "24 hours", "1 hour", "90 minutes", "45 seconds": for the mail text.
 pub fn describe_ttl(ttl: Duration) -> String {
     let s = ttl.as_secs();
-    let (n, unit) = if s >= 3600 && s % 3600 == 0 {
+    let (n, unit) = if s >= 3600 && s.is_multiple_of(3600) {
         (s / 3600, "hour")
-    } else if s >= 60 && s % 60 == 0 {
+    } else if s >= 60 && s.is_multiple_of(60) {
         (s / 60, "minute")
     } else {
         (s, "second")
@@ -421,7 +421,10 @@ mod tests {
         assert_ne!(a.secret.expose(), b.secret.expose());
         assert_eq!(a.hash.len(), 64);
         assert_ne!(&a.hash, a.secret.expose());
-        assert_eq!(token_hash(a.secret.expose()).as_deref(), Some(a.hash.as_str()));
+        assert_eq!(
+            token_hash(a.secret.expose()).as_deref(),
+            Some(a.hash.as_str())
+        );
         assert_eq!(format!("{:?}", a.secret), "[redacted]");
     }
 

@@ -84,7 +84,10 @@ pub async fn find_by_hash(
     kind: TokenKind,
     token_hash: &str,
 ) -> Result<Option<Token>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM {} WHERE token_hash = $1", kind.table());
+    let sql = format!(
+        "SELECT {COLUMNS} FROM {} WHERE token_hash = $1",
+        kind.table()
+    );
     Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(token_hash)
         .fetch_optional(&mut *c)

@@ -178,7 +178,8 @@ pub async fn password_hash(
 /// lock, `locked`, is left alone). Returns whether the user exists.
 pub async fn clear_lockout(a: &mut impl Access, user_id: Uuid) -> Result<bool, StoreError> {
     let n = with_conn!(a, |c| sqlx::query(
-        "UPDATE users SET failed_login_count = 0, last_failed_login_at = NULL, locked_until = NULL
+        "UPDATE users SET failed_login_count = 0, last_failed_login_at = NULL,
+             locked_until = NULL
          WHERE user_id = $1"
     )
     .bind(user_id)
