@@ -176,7 +176,9 @@ CREATE TABLE email_verification_tokens (
     created_at timestamptz NOT NULL,
     expires_at timestamptz NOT NULL,
     used_at    timestamptz,
-    token_hash text NOT NULL
+    token_hash text NOT NULL,
+    -- The address the link was mailed to: the token is void once the user's email changes.
+    email      text NOT NULL
 );
 CREATE UNIQUE INDEX email_verification_tokens_token_hash_key ON email_verification_tokens (token_hash);
 CREATE INDEX email_verification_tokens_user_id_idx ON email_verification_tokens (user_id);
@@ -187,7 +189,9 @@ CREATE TABLE password_reset_tokens (
     created_at timestamptz NOT NULL,
     expires_at timestamptz NOT NULL,
     used_at    timestamptz,
-    token_hash text NOT NULL
+    token_hash text NOT NULL,
+    -- The address the link was mailed to: the token is void once the user's email changes.
+    email      text NOT NULL
 );
 CREATE UNIQUE INDEX password_reset_tokens_token_hash_key ON password_reset_tokens (token_hash);
 CREATE INDEX password_reset_tokens_user_id_idx ON password_reset_tokens (user_id);

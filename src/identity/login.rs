@@ -115,7 +115,7 @@ pub async fn authenticate(
     if user.update_password_required {
         return Err(IdentityError::PasswordChangeRequired);
     }
-    if mfa_needed(id, &user, ctx.org_id).await? {
+    if super::mfa::mfa_required(id, user.user_id, ctx.org_id).await? {
         return Ok(LoginOutcome::MfaRequired { user });
     }
     Ok(LoginOutcome::Authenticated { user })
@@ -218,26 +218,6 @@ async fn check_org(id: &Identity, org_id: Uuid, user: &User) -> Result<(), Ident
 // MERGE: replace by orgs::login_method_allowed(id, org_id, "password").
 async fn org_allows_password(_id: &Identity, _org_id: Uuid) -> Result<bool, IdentityError> {
     Ok(true)
-}
-
-/// MFA is needed when the user enrolled it or the org requires it.
-async fn mfa_needed(
-    id: &Identity,
-    user: &User,
-    org_id: Option<Uuid>,
-) -> Result<bool, IdentityError> {
-    if user.mfa_enabled {
-        return Ok(true);
-    }
-    match org_id {
-        Some(org_id) => {
-            let mut c = id.db.conn().await?;
-            Ok(store::orgs::get(&mut c, org_id)
-                .await?
-                .is_some_and(|o| o.mfa_required))
-        }
-        None => Ok(false),
-    }
 }
 
 #[cfg(test)]

@@ -70,22 +70,6 @@ pub async fn list(
         .await?))
 }
 
-pub async fn set_mfa_required(
-    a: &mut impl Access,
-    org_id: Uuid,
-    on: bool,
-) -> Result<bool, StoreError> {
-    let n = with_conn!(a, |c| sqlx::query(
-        "UPDATE organizations SET mfa_required = $2 WHERE org_id = $1"
-    )
-    .bind(org_id)
-    .bind(on)
-    .execute(&mut *c)
-    .await?
-    .rows_affected());
-    Ok(n == 1)
-}
-
 /// Deletes the org and (by cascade) everything it owns. Returns whether it existed.
 pub async fn delete(a: &mut impl Access, org_id: Uuid) -> Result<bool, StoreError> {
     let r = with_conn!(a, |c| sqlx::query(

@@ -325,8 +325,7 @@ async fn mfa_and_org_membership_shape_the_outcome(db: TestDb) {
 }
 
 async fn set_org_mfa(id: &Identity, org_id: Uuid, on: bool) {
-    let mut c = id.db.conn().await.unwrap();
-    store::orgs::set_mfa_required(&mut c, org_id, on)
+    lintel::identity::mfa::set_org_mfa_required(id, org_id, on)
         .await
         .unwrap();
 }
