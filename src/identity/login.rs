@@ -121,6 +121,49 @@ pub async fn authenticate(
     Ok(LoginOutcome::Authenticated { user })
 }
 
+/// The second step of a login that answered `MfaRequired`: a TOTP code (six digits) or a
+/// recovery code. Wrong codes count towards the same temporary lockout as wrong passwords,
+/// so the second factor cannot be guessed either. Returns the RFC 8176 `amr` values for the
+/// session (`["pwd", "otp", "mfa"]`).
+pub async fn second_factor(
+    id: &Identity,
+    user_id: Uuid,
+    code: &str,
+    ctx: &LoginContext,
+) -> Result<Vec<String>, IdentityError> {
+    let now = id.clock.now();
+    let user = super::users::get(id, user_id).await?;
+    let mut c = id.db.conn().await?;
+    let lock = store::users::lockout(&mut c, user_id).await?;
+    drop(c);
+    if let Some(until) = lock.and_then(|l| l.locked_until)
+        && temporarily_locked(Some(until), now)
+    {
+        record(id, Some(user_id), ctx, now, false).await?;
+        return Err(IdentityError::AccountLocked { until: Some(until) });
+    }
+    let result = if super::mfa::normalize_totp_input(code).is_some() {
+        super::mfa::verify_totp(id, user_id, code).await
+    } else {
+        super::mfa::use_recovery_code(id, user_id, code).await
+    };
+    match result {
+        Ok(()) => {
+            record(id, Some(user_id), ctx, now, true).await?;
+            let mut c = id.db.conn().await?;
+            store::users::clear_login_failures(&mut c, user_id).await?;
+            Ok(vec!["pwd".into(), "otp".into(), "mfa".into()])
+        }
+        Err(e @ (IdentityError::MfaCodeInvalid | IdentityError::MfaCodeReplayed)) => {
+            match failure(id, &user, ctx, now).await? {
+                locked @ IdentityError::AccountLocked { .. } => Err(locked),
+                _ => Err(e),
+            }
+        }
+        Err(other) => Err(other),
+    }
+}
+
 async fn dummy(id: &Identity, password: &Secret<String>) -> Result<(), IdentityError> {
     id.passwords.verify_dummy(password).await.map_err(internal)
 }

@@ -24,6 +24,7 @@ on_both_databases!(
     refresh_tokens_rotate_once,
     activity_is_written_at_most_once_a_minute,
     user_administration,
+    second_factor_completes_login_and_counts_failures,
 );
 
 const PW: &str = "correct horse battery staple";
@@ -703,5 +704,68 @@ async fn user_administration(db: TestDb) {
         users::get(&id, Uuid::now_v7()).await,
         Err(IdentityError::NotFound { .. })
     ));
+    db.drop_database().await;
+}
+
+async fn second_factor_completes_login_and_counts_failures(db: TestDb) {
+    use lintel::identity::{login::second_factor, mfa};
+    let (id, clock) = setup(&db).await;
+    let u = user(&id, "quin@example.com").await;
+    let enrol = mfa::begin_totp_enrolment(&id, u.user_id).await.unwrap();
+    let mut c = id.db.conn().await.unwrap();
+    let device = store::mfa::get_device(&mut c, enrol.device_id)
+        .await
+        .unwrap()
+        .unwrap();
+    drop(c);
+    let seed = id.data_key.decrypt(&device.secret).unwrap();
+    let code_now =
+        |clock: &FixedClock| mfa::totp_code(&seed, mfa::totp_step(clock.now()), 6).unwrap();
+    let recovery = mfa::confirm_totp(&id, u.user_id, enrol.device_id, &code_now(&clock))
+        .await
+        .unwrap();
+    clock.advance(Duration::seconds(30));
+
+    let out = authenticate(&id, "quin@example.com", &pw(PW), &ctx())
+        .await
+        .unwrap();
+    assert!(matches!(out, LoginOutcome::MfaRequired { .. }));
+    let amr = second_factor(&id, u.user_id, &code_now(&clock), &ctx())
+        .await
+        .unwrap();
+    assert_eq!(amr, vec!["pwd", "otp", "mfa"]);
+    // The same code again is a replay.
+    let e = second_factor(&id, u.user_id, &code_now(&clock), &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::MfaCodeReplayed), "{e:?}");
+    // Wrong codes count towards the lockout (3 in this setup; the replay was the first).
+    let e = second_factor(&id, u.user_id, "000000", &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::MfaCodeInvalid), "{e:?}");
+    let e = second_factor(&id, u.user_id, "not-a-recovery-code", &ctx())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, IdentityError::AccountLocked { until: Some(_) }),
+        "{e:?}"
+    );
+    clock.advance(Duration::seconds(30));
+    let e = second_factor(&id, u.user_id, &code_now(&clock), &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::AccountLocked { .. }), "{e:?}");
+    clock.advance(Duration::seconds(900));
+    // A recovery code also completes the login, once.
+    let amr = second_factor(&id, u.user_id, &recovery.0[0].to_uppercase(), &ctx())
+        .await
+        .unwrap();
+    assert_eq!(amr, vec!["pwd", "otp", "mfa"]);
+    assert!(
+        second_factor(&id, u.user_id, &recovery.0[0], &ctx())
+            .await
+            .is_err()
+    );
     db.drop_database().await;
 }
