@@ -34,6 +34,37 @@ pub fn normalize_email(raw: &str) -> Result<String, IdentityError> {
     Ok(email)
 }
 
+/// A new, enabled user with nothing but an email.
+fn fresh(email: String, now: chrono::DateTime<chrono::Utc>) -> User {
+    User {
+        user_id: Uuid::now_v7(),
+        legacy_user_id: None,
+        email,
+        email_confirmed: false,
+        username: None,
+        first_name: None,
+        last_name: None,
+        picture_url: None,
+        properties: Json(serde_json::json!({})),
+        has_password: false,
+        update_password_required: false,
+        locked: false,
+        enabled: true,
+        mfa_enabled: false,
+        can_create_orgs: false,
+        created_at: now.timestamp(),
+        last_active_at: None,
+    }
+}
+
+/// A unique violation on users, as a conflict naming the field.
+fn taken(e: crate::store::StoreError, email: &str) -> IdentityError {
+    IdentityError::from_store_conflict(e, |field| match field {
+        "email" => format!("a user with email {email} already exists"),
+        other => format!("a user with this {other} already exists"),
+    })
+}
+
 /// What `create` needs.
 #[derive(Debug, Default)]
 pub struct NewUser {
@@ -60,23 +91,9 @@ pub async fn create(
     };
     let now = id.clock.now();
     let user = User {
-        user_id: Uuid::now_v7(),
-        legacy_user_id: None,
-        email,
-        email_confirmed: false,
-        username: None,
         first_name: new.first_name,
         last_name: new.last_name,
-        picture_url: None,
-        properties: Json(serde_json::json!({})),
-        has_password: false,
-        update_password_required: false,
-        locked: false,
-        enabled: true,
-        mfa_enabled: false,
-        can_create_orgs: false,
-        created_at: now.timestamp(),
-        last_active_at: None,
+        ..fresh(email, now)
     };
     let mut tx = id.db.begin().await?;
     let org = match new.org_id {
@@ -87,12 +104,9 @@ pub async fn create(
         )?),
         None => None,
     };
-    store::users::insert(&mut tx, &user).await.map_err(|e| {
-        IdentityError::from_store_conflict(e, |field| match field {
-            "email" => format!("a user with email {} already exists", user.email),
-            other => format!("a user with this {other} already exists"),
-        })
-    })?;
+    store::users::insert(&mut tx, &user)
+        .await
+        .map_err(|e| taken(e, &user.email))?;
     let mut user = user;
     if let Some(hash) = hash {
         store::users::set_password_hash(&mut tx, user.user_id, &hash, now).await?;
@@ -253,12 +267,9 @@ pub async fn update(id: &Identity, user_id: Uuid, patch: UserPatch) -> Result<Us
     if let Some(v) = patch.email_confirmed {
         user.email_confirmed = v;
     }
-    store::users::update(&mut tx, &user).await.map_err(|e| {
-        IdentityError::from_store_conflict(e, |field| match field {
-            "email" => format!("a user with email {} already exists", user.email),
-            other => format!("a user with this {other} already exists"),
-        })
-    })?;
+    store::users::update(&mut tx, &user)
+        .await
+        .map_err(|e| taken(e, &user.email))?;
     tx.commit().await?;
     Ok(user)
 }
@@ -392,31 +403,19 @@ pub async fn import(id: &Identity, r: ImportRecord) -> Result<User, IdentityErro
     }
     let now = id.clock.now();
     let user = User {
-        user_id: Uuid::now_v7(),
         legacy_user_id: r.legacy_user_id,
-        email,
         email_confirmed: r.email_confirmed,
         username: r.username,
         first_name: r.first_name,
         last_name: r.last_name,
-        picture_url: None,
         properties: Json(properties),
         has_password: r.password_hash.is_some(),
-        update_password_required: false,
-        locked: false,
-        enabled: true,
-        mfa_enabled: false,
-        can_create_orgs: false,
-        created_at: now.timestamp(),
-        last_active_at: None,
+        ..fresh(email, now)
     };
     let mut tx = id.db.begin().await?;
-    store::users::insert(&mut tx, &user).await.map_err(|e| {
-        IdentityError::from_store_conflict(e, |field| match field {
-            "email" => format!("a user with email {} already exists", user.email),
-            other => format!("a user with this {other} already exists"),
-        })
-    })?;
+    store::users::insert(&mut tx, &user)
+        .await
+        .map_err(|e| taken(e, &user.email))?;
     if let Some(h) = &r.password_hash {
         store::users::set_password_hash(&mut tx, user.user_id, h, now).await?;
     }

@@ -354,9 +354,13 @@ impl Db {
         Ok(())
     }
 
+    /// Begins a transaction. On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken
+    /// (waiting up to the busy timeout) before the first read, because a deferred
+    /// transaction that reads and then writes fails at once with SQLITE_BUSY when another
+    /// writer got in between, instead of waiting.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match self {
-            Db::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
     }

@@ -8,6 +8,7 @@ use lintel::store;
 use uuid::Uuid;
 
 on_both_backends!(
+    concurrent_read_then_write_transactions_all_succeed,
     duplicate_slug_and_email_are_conflicts,
     failed_creates_leave_nothing_behind
 );
@@ -148,5 +149,48 @@ async fn failed_creates_leave_nothing_behind(app: TestApp) {
         Some(m)
     );
     drop(c);
+    app.finish().await;
+}
+
+/// Many transactions that read then write, at once: none may fail with "database is locked"
+/// (SQLite transactions take the write lock up front and wait their turn).
+async fn concurrent_read_then_write_transactions_all_succeed(app: TestApp) {
+    let id = &app.state.identity;
+    let mut ids = Vec::new();
+    for n in 0..12 {
+        let (u, _) = users::create(
+            id,
+            NewUser {
+                email: format!("c{n}@example.com"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        ids.push(u.user_id);
+    }
+    let mut tasks = Vec::new();
+    for (n, user_id) in ids.iter().copied().enumerate() {
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..3 {
+                users::set_enabled(&id, user_id, (n + round) % 2 == 0).await?;
+                // A refused write rolls back; the next transaction must still get through.
+                let _ = users::update(
+                    &id,
+                    user_id,
+                    users::UserPatch {
+                        email: Some("c0@example.com".into()),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            }
+            Ok::<_, IdentityError>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
     app.finish().await;
 }
