@@ -18,6 +18,7 @@ use std::time::Duration;
 pub mod login_attempts;
 pub mod memberships;
 pub mod mfa;
+pub mod org_settings;
 pub mod orgs;
 pub mod roles;
 pub mod sessions;
@@ -169,6 +170,9 @@ const CONFLICT_FIELDS: &[(&str, &str)] = &[
     ("sessions.refresh_token", "refresh_token"),
     ("signing_keys_pkey", "kid"),
     ("signing_keys.kid", "kid"),
+    ("roles_org_name_key", "role_name"),
+    ("permissions_org_name_key", "permission_name"),
+    ("org_domains_domain_key", "domain"),
 ];
 
 impl StoreError {
