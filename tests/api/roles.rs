@@ -21,6 +21,7 @@ on_both_databases!(
     new_orgs_get_default_roles_and_the_creator_is_owner,
     can_create_orgs_is_enforced,
     cycles_and_self_parents_are_rejected_with_nothing_written,
+    concurrent_opposite_edges_cannot_form_a_cycle,
     cross_org_ids_are_rejected_with_nothing_written,
     single_role_orgs_replace_the_primary_role,
     multi_role_orgs_keep_additional_roles,
@@ -440,6 +441,38 @@ async fn cycles_and_self_parents_are_rejected_with_nothing_written(db: TestDb) {
         ),
         "{err:?}"
     );
+    done(id, db).await;
+}
+
+/// Two transactions adding a → b and b → a at once: the org lock serializes them, so one
+/// wins and the other sees the edge and is refused.
+async fn concurrent_opposite_edges_cannot_form_a_cycle(db: TestDb) {
+    let id = identity(&db).await;
+    let org = orgs::create(&id, "Race", None).await.unwrap();
+    let o = org.org_id;
+    for round in 0..6 {
+        let a = roles::create_role(&id, o, &format!("a{round}"), None)
+            .await
+            .unwrap();
+        let b = roles::create_role(&id, o, &format!("b{round}"), None)
+            .await
+            .unwrap();
+        let (x, y) = (id.clone(), id.clone());
+        let t1 =
+            tokio::spawn(async move { roles::add_inheritance(&x, o, a.role_id, b.role_id).await });
+        let t2 =
+            tokio::spawn(async move { roles::add_inheritance(&y, o, b.role_id, a.role_id).await });
+        let results = [t1.await.unwrap(), t2.await.unwrap()];
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1, "{results:?}");
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(IdentityError::InheritanceCycle))),
+            "{results:?}"
+        );
+    }
+    assert_consistent(&id, o).await;
     done(id, db).await;
 }
 
