@@ -250,17 +250,7 @@ async fn check_org(id: &Identity, org_id: Uuid, user: &User) -> Result<(), Ident
         });
     }
     drop(c);
-    if !org_allows_password(id, org_id).await? {
-        return Err(IdentityError::LoginMethodNotAllowed {
-            method: "password".into(),
-        });
-    }
-    Ok(())
-}
-
-// MERGE: replace by orgs::login_method_allowed(id, org_id, "password").
-async fn org_allows_password(_id: &Identity, _org_id: Uuid) -> Result<bool, IdentityError> {
-    Ok(true)
+    super::orgs::require_login_method(id, org_id, super::orgs::LoginMethod::Password).await
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! Organizations.
-use super::{Identity, IdentityError};
-use crate::store::{self, Json, orgs::Org};
+use super::roles::{self, RoleStructure};
+use super::{Identity, IdentityError, memberships};
+use crate::store::memberships::Membership;
+use crate::store::org_settings::OrgDomain;
+use crate::store::{self, Json, StoreError, Tx, orgs::Org};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 pub const MAX_NAME_LEN: usize = 200;
@@ -45,9 +49,43 @@ pub async fn resolve(id: &Identity, id_or_slug: &str) -> Result<Org, IdentityErr
     })
 }
 
-/// Creates an org. The slug is derived from the name unless given; a taken slug is a
-/// conflict naming `url_safe_org_name`.
+/// Creates an org with its default roles (see [`roles::create_default_roles`]) in one
+/// transaction. The slug is derived from the name unless given; a taken slug is a conflict
+/// naming `url_safe_org_name`.
 pub async fn create(id: &Identity, name: &str, slug: Option<&str>) -> Result<Org, IdentityError> {
+    let org = new_org(id, name, slug)?;
+    let mut tx = id.db.begin().await?;
+    insert_in(&mut tx, &org).await?;
+    tx.commit().await?;
+    Ok(org)
+}
+
+/// Creates an org on behalf of a user, who must have `can_create_orgs` (else `Forbidden`)
+/// and becomes its `owner`; org, default roles and membership are one transaction.
+pub async fn create_by_user(
+    id: &Identity,
+    user_id: Uuid,
+    name: &str,
+    slug: Option<&str>,
+) -> Result<(Org, Membership), IdentityError> {
+    let org = new_org(id, name, slug)?;
+    let mut tx = id.db.begin().await?;
+    let user = store::users::get(&mut tx, user_id)
+        .await?
+        .ok_or(IdentityError::NotFound { what: "user" })?;
+    if !user.can_create_orgs || !user.enabled {
+        return Err(IdentityError::Forbidden {
+            reason: "this user may not create organizations".into(),
+        });
+    }
+    insert_in(&mut tx, &org).await?;
+    let m = memberships::add_in(&mut tx, &org, user_id, roles::OWNER, org.created_at).await?;
+    tx.commit().await?;
+    Ok((org, m))
+}
+
+/// Validates the name and slug and builds the row (nothing written).
+fn new_org(id: &Identity, name: &str, slug: Option<&str>) -> Result<Org, IdentityError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME_LEN {
         return Err(IdentityError::invalid(
@@ -66,17 +104,19 @@ pub async fn create(id: &Identity, name: &str, slug: Option<&str>) -> Result<Org
         ),
         (e, false) => e,
     })?;
-    let org = Org {
+    Ok(Org {
         org_id: Uuid::now_v7(),
         org_name: name.to_string(),
         url_safe_org_name: slug,
         org_metadata: Json(serde_json::json!({})),
         created_at: id.clock.now(),
-        org_role_structure: "single_role".into(),
+        org_role_structure: RoleStructure::SingleRole.as_str().into(),
         mfa_required: false,
-    };
-    let mut c = id.db.conn().await?;
-    store::orgs::insert(&mut c, &org).await.map_err(|e| {
+    })
+}
+
+async fn insert_in(tx: &mut Tx, org: &Org) -> Result<(), IdentityError> {
+    store::orgs::insert(tx, org).await.map_err(|e| {
         IdentityError::from_store_conflict(e, |_| {
             format!(
                 "an organization with url_safe_org_name `{}` already exists",
@@ -84,7 +124,329 @@ pub async fn create(id: &Identity, name: &str, slug: Option<&str>) -> Result<Org
             )
         })
     })?;
-    Ok(org)
+    roles::create_default_roles(tx, org.org_id, org.created_at).await?;
+    Ok(())
+}
+
+pub async fn get(id: &Identity, org_id: Uuid) -> Result<Org, IdentityError> {
+    let mut c = id.db.conn().await?;
+    store::orgs::get(&mut c, org_id)
+        .await?
+        .ok_or(IdentityError::NotFound {
+            what: "organization",
+        })
+}
+
+pub const MAX_PAGE: u32 = 500;
+
+/// A page of orgs in creation order, after `after`.
+pub async fn list(
+    id: &Identity,
+    after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<Org>, IdentityError> {
+    let mut c = id.db.conn().await?;
+    Ok(store::orgs::list(&mut c, after, limit.clamp(1, MAX_PAGE)).await?)
+}
+
+/// Switches between one role per member and several. Going to `single_role` drops every
+/// member's additional roles (the primary role stays); members are re-derived either way.
+pub async fn set_role_structure(
+    id: &Identity,
+    org_id: Uuid,
+    structure: RoleStructure,
+) -> Result<Org, IdentityError> {
+    let (mut tx, org) = roles::begin_org(id, org_id).await?;
+    store::orgs::set_role_structure(&mut tx, org_id, structure.as_str()).await?;
+    if structure == RoleStructure::SingleRole {
+        let members = store::memberships::all_for_org(&mut tx, org_id).await?;
+        let names: HashMap<Uuid, String> = store::roles::list_roles(&mut tx, org_id)
+            .await?
+            .into_iter()
+            .map(|r| (r.role_id, r.name))
+            .collect();
+        let primary: HashMap<Uuid, String> = members
+            .into_iter()
+            .map(|m| (m.user_id, m.user_role))
+            .collect();
+        for (user, role) in store::roles::org_assignments(&mut tx, org_id).await? {
+            if primary.get(&user) != names.get(&role) {
+                store::roles::unassign(&mut tx, user, role).await?;
+            }
+        }
+    }
+    roles::sync_org(&mut tx, org_id).await?;
+    tx.commit().await?;
+    Ok(Org {
+        org_role_structure: structure.as_str().into(),
+        ..org
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Login methods
+
+/// A way of signing in that an org can allow or refuse (`org_login_methods.method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoginMethod {
+    Password,
+    MagicLink,
+    Saml,
+    Oidc,
+    Passkey,
+}
+
+impl LoginMethod {
+    pub const ALL: [LoginMethod; 5] = [
+        LoginMethod::Password,
+        LoginMethod::MagicLink,
+        LoginMethod::Saml,
+        LoginMethod::Oidc,
+        LoginMethod::Passkey,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginMethod::Password => "password",
+            LoginMethod::MagicLink => "magic_link",
+            LoginMethod::Saml => "saml",
+            LoginMethod::Oidc => "oidc",
+            LoginMethod::Passkey => "passkey",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, IdentityError> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                IdentityError::invalid(
+                    "method",
+                    "must be one of password, magic_link, saml, oidc, passkey",
+                )
+            })
+    }
+
+    /// Whether an org that never configured this method allows it: only passwords.
+    pub fn allowed_by_default(self) -> bool {
+        self == LoginMethod::Password
+    }
+}
+
+impl AsRef<str> for LoginMethod {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// Allows or refuses a login method for an org.
+pub async fn set_login_method(
+    id: &Identity,
+    org_id: Uuid,
+    method: impl AsRef<str>,
+    enabled: bool,
+) -> Result<(), IdentityError> {
+    let method = LoginMethod::parse(method.as_ref())?;
+    let mut c = id.db.conn().await?;
+    store::org_settings::set_login_method(&mut c, org_id, method.as_str(), enabled)
+        .await
+        .map_err(|e| match e {
+            StoreError::ForeignKey => IdentityError::NotFound {
+                what: "organization",
+            },
+            e => e.into(),
+        })
+}
+
+/// Whether the org allows `method`: its `org_login_methods` row if any, else the default
+/// ([`LoginMethod::allowed_by_default`]).
+pub async fn login_method_allowed(
+    id: &Identity,
+    org_id: Uuid,
+    method: impl AsRef<str>,
+) -> Result<bool, IdentityError> {
+    let method = LoginMethod::parse(method.as_ref())?;
+    let mut c = id.db.conn().await?;
+    if store::orgs::get(&mut c, org_id).await?.is_none() {
+        return Err(IdentityError::NotFound {
+            what: "organization",
+        });
+    }
+    Ok(
+        store::org_settings::login_method(&mut c, org_id, method.as_str())
+            .await?
+            .unwrap_or(method.allowed_by_default()),
+    )
+}
+
+/// [`login_method_allowed`] as a gate: `LoginMethodNotAllowed` when refused.
+pub async fn require_login_method(
+    id: &Identity,
+    org_id: Uuid,
+    method: LoginMethod,
+) -> Result<(), IdentityError> {
+    if login_method_allowed(id, org_id, method).await? {
+        Ok(())
+    } else {
+        Err(IdentityError::LoginMethodNotAllowed {
+            method: method.as_str().into(),
+        })
+    }
+}
+
+/// Every known method with whether the org allows it.
+pub async fn login_methods(
+    id: &Identity,
+    org_id: Uuid,
+) -> Result<Vec<(LoginMethod, bool)>, IdentityError> {
+    let mut c = id.db.conn().await?;
+    if store::orgs::get(&mut c, org_id).await?.is_none() {
+        return Err(IdentityError::NotFound {
+            what: "organization",
+        });
+    }
+    let rows: HashMap<String, bool> = store::org_settings::login_methods(&mut c, org_id)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(LoginMethod::ALL
+        .into_iter()
+        .map(|m| {
+            let allowed = rows
+                .get(m.as_str())
+                .copied()
+                .unwrap_or(m.allowed_by_default());
+            (m, allowed)
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------
+// Email domains (home-realm discovery)
+
+pub const MAX_DOMAIN_LEN: usize = 253;
+
+/// A DNS domain name as stored in `org_domains`: trimmed, lower-cased, one trailing dot
+/// dropped; at least two labels of 1–63 letters, digits or inner hyphens (RFC 1035 §2.3.1,
+/// RFC 1123 §2.1), at most 253 characters; an all-numeric top label (an IP address) is
+/// refused. Internationalized names must be given as A-labels (`xn--…`, RFC 5890 §2.3.2.1).
+pub fn normalize_domain(raw: &str) -> Result<String, IdentityError> {
+    let d = raw.trim().to_ascii_lowercase();
+    let d = d.strip_suffix('.').unwrap_or(&d);
+    let bad = |why: &str| IdentityError::invalid("domain", why.to_string());
+    if d.is_empty() || d.len() > MAX_DOMAIN_LEN {
+        return Err(bad("must be 1 to 253 characters"));
+    }
+    if !d.is_ascii() {
+        return Err(bad(
+            "use the ASCII (xn--) form of an internationalized name",
+        ));
+    }
+    let labels: Vec<&str> = d.split('.').collect();
+    if labels.len() < 2 {
+        return Err(bad("must have at least two labels, like example.com"));
+    }
+    for l in &labels {
+        if l.is_empty()
+            || l.len() > 63
+            || l.starts_with('-')
+            || l.ends_with('-')
+            || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(bad(
+                "each label is 1 to 63 letters, digits or inner hyphens",
+            ));
+        }
+    }
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad("must be a domain name, not an IP address"));
+    }
+    Ok(d.to_string())
+}
+
+/// Registers an email domain for the org. A domain belongs to at most one org (`Conflict`
+/// naming `domain`). It starts unverified; see [`set_domain_verified`].
+pub async fn add_domain(
+    id: &Identity,
+    org_id: Uuid,
+    domain: &str,
+) -> Result<OrgDomain, IdentityError> {
+    let domain = normalize_domain(domain)?;
+    let d = OrgDomain {
+        domain_id: Uuid::now_v7(),
+        org_id,
+        domain,
+        verified: false,
+        created_at: id.clock.now(),
+    };
+    let mut c = id.db.conn().await?;
+    store::org_settings::insert_domain(&mut c, &d)
+        .await
+        .map_err(|e| match e {
+            StoreError::ForeignKey => IdentityError::NotFound {
+                what: "organization",
+            },
+            e => IdentityError::from_store_conflict(e, |_| {
+                format!("the domain {} is already registered", d.domain)
+            }),
+        })?;
+    Ok(d)
+}
+
+pub async fn remove_domain(id: &Identity, org_id: Uuid, domain: &str) -> Result<(), IdentityError> {
+    let domain = normalize_domain(domain)?;
+    let mut c = id.db.conn().await?;
+    if store::org_settings::delete_domain(&mut c, org_id, &domain).await? {
+        Ok(())
+    } else {
+        Err(IdentityError::NotFound { what: "domain" })
+    }
+}
+
+/// Records whether the org proved it controls the domain (e.g. a DNS TXT check).
+pub async fn set_domain_verified(
+    id: &Identity,
+    org_id: Uuid,
+    domain: &str,
+    verified: bool,
+) -> Result<(), IdentityError> {
+    let domain = normalize_domain(domain)?;
+    let mut c = id.db.conn().await?;
+    if store::org_settings::set_domain_verified(&mut c, org_id, &domain, verified).await? {
+        Ok(())
+    } else {
+        Err(IdentityError::NotFound { what: "domain" })
+    }
+}
+
+pub async fn list_domains(id: &Identity, org_id: Uuid) -> Result<Vec<OrgDomain>, IdentityError> {
+    let mut c = id.db.conn().await?;
+    Ok(store::org_settings::list_domains(&mut c, org_id).await?)
+}
+
+/// Home-realm discovery: the org that registered the email's domain (exact match, no
+/// parent-domain fallback), if any. Routing only: callers linking accounts by email should
+/// also require the domain to be verified ([`list_domains`]).
+pub async fn org_for_email_domain(
+    id: &Identity,
+    email: &str,
+) -> Result<Option<Org>, IdentityError> {
+    let email = super::users::normalize_email(email)?;
+    let domain = email
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .ok_or_else(|| IdentityError::invalid("email", "must look like name@example.com"))?;
+    let Ok(domain) = normalize_domain(domain) else {
+        return Ok(None);
+    };
+    let mut c = id.db.conn().await?;
+    match store::org_settings::find_domain(&mut c, &domain).await? {
+        Some(d) => Ok(store::orgs::get(&mut c, d.org_id).await?),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -103,5 +465,46 @@ mod tests {
         for bad in ["", "Acme", "-acme", "acme-", "a--b", "a b"] {
             assert!(check_slug(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn domains() {
+        assert_eq!(normalize_domain(" Acme.COM. ").unwrap(), "acme.com");
+        assert_eq!(
+            normalize_domain("xn--bcher-kva.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(normalize_domain("a-b.c1.io").unwrap(), "a-b.c1.io");
+        let long_label = format!("{}.com", "a".repeat(64));
+        let too_long = format!("{}com", "abcdefghi.".repeat(26));
+        for bad in [
+            "",
+            ".",
+            "com",
+            "acme..com",
+            ".acme.com",
+            "-acme.com",
+            "acme-.com",
+            "ac_me.com",
+            "acme.com/x",
+            "ada@acme.com",
+            "bücher.de",
+            "10.0.0.1",
+            long_label.as_str(),
+            too_long.as_str(),
+        ] {
+            assert!(normalize_domain(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn login_methods() {
+        for m in LoginMethod::ALL {
+            assert_eq!(LoginMethod::parse(m.as_str()).unwrap(), m);
+        }
+        assert!(LoginMethod::parse("Password").is_err());
+        assert!(LoginMethod::parse("kerberos").is_err());
+        assert!(LoginMethod::Password.allowed_by_default());
+        assert!(!LoginMethod::Saml.allowed_by_default());
     }
 }

@@ -2,7 +2,7 @@
 use super::{Identity, IdentityError};
 use crate::config::Secret;
 use crate::store::memberships::Membership;
-use crate::store::{self, Json, TextList, users::User};
+use crate::store::{self, Json, users::User};
 use uuid::Uuid;
 
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -113,20 +113,10 @@ pub async fn create(
         user.has_password = true;
     }
     let membership = match org {
-        Some(org) => {
-            let m = Membership {
-                user_id: user.user_id,
-                org_id: org.org_id,
-                user_role: DEFAULT_MEMBER_ROLE.into(),
-                url_safe_org_name: org.url_safe_org_name,
-                org_role_structure: "single_role".into(),
-                inherited_user_roles_plus_current_role: TextList(vec![DEFAULT_MEMBER_ROLE.into()]),
-                user_permissions: TextList::default(),
-                additional_roles: TextList::default(),
-            };
-            store::memberships::insert(&mut tx, &m).await?;
-            Some(m)
-        }
+        Some(org) => Some(
+            super::memberships::add_in(&mut tx, &org, user.user_id, DEFAULT_MEMBER_ROLE, now)
+                .await?,
+        ),
         None => None,
     };
     tx.commit().await?;

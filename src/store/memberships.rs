@@ -93,3 +93,89 @@ pub async fn delete(a: &mut impl Access, user_id: Uuid, org_id: Uuid) -> Result<
     .rows_affected());
     Ok(r == 1)
 }
+
+/// Every member of an org (for recomputing derived columns), ordered by `user_id`.
+pub async fn all_for_org(a: &mut impl Access, org_id: Uuid) -> Result<Vec<Membership>, StoreError> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM user_organization_info WHERE org_id = $1 ORDER BY user_id");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(org_id)
+        .fetch_all(&mut *c)
+        .await?))
+}
+
+/// Writes the primary role, the mirrored role structure and the derived role lists.
+pub async fn update_derived(a: &mut impl Access, m: &Membership) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE user_organization_info SET user_role = $3, org_role_structure = $4,
+             inherited_user_roles_plus_current_role = $5, user_permissions = $6,
+             additional_roles = $7
+         WHERE user_id = $1 AND org_id = $2"
+    )
+    .bind(m.user_id)
+    .bind(m.org_id)
+    .bind(&m.user_role)
+    .bind(&m.org_role_structure)
+    .bind(&m.inherited_user_roles_plus_current_role)
+    .bind(&m.user_permissions)
+    .bind(&m.additional_roles)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+/// Members of the org whose primary role is `role_name` (`user_role` always holds a role's
+/// exact name).
+pub async fn count_with_primary_role(
+    a: &mut impl Access,
+    org_id: Uuid,
+    role_name: &str,
+) -> Result<i64, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM user_organization_info
+         WHERE org_id = $1 AND user_role = $2"
+    )
+    .bind(org_id)
+    .bind(role_name)
+    .fetch_one(&mut *c)
+    .await?))
+}
+
+/// Follows a role rename in `user_role`; returns how many rows changed.
+pub async fn rename_primary_role(
+    a: &mut impl Access,
+    org_id: Uuid,
+    old_name: &str,
+    new_name: &str,
+) -> Result<u64, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query(
+        "UPDATE user_organization_info SET user_role = $3
+         WHERE org_id = $1 AND user_role = $2"
+    )
+    .bind(org_id)
+    .bind(old_name)
+    .bind(new_name)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()))
+}
+
+/// Sets the primary role name; returns whether the membership exists.
+pub async fn set_user_role(
+    a: &mut impl Access,
+    user_id: Uuid,
+    org_id: Uuid,
+    user_role: &str,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE user_organization_info SET user_role = $3 WHERE user_id = $1 AND org_id = $2"
+    )
+    .bind(user_id)
+    .bind(org_id)
+    .bind(user_role)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}

@@ -18,6 +18,7 @@ use std::time::Duration;
 pub mod login_attempts;
 pub mod memberships;
 pub mod mfa;
+pub mod org_settings;
 pub mod orgs;
 pub mod roles;
 pub mod sessions;
@@ -176,6 +177,9 @@ const CONFLICT_FIELDS: &[(&str, &str)] = &[
         "mfa_recovery_codes.user_id, mfa_recovery_codes.code_hash",
         "recovery_code",
     ),
+    ("roles_org_name_key", "role_name"),
+    ("permissions_org_name_key", "permission_name"),
+    ("org_domains_domain_key", "domain"),
 ];
 
 impl StoreError {

@@ -81,3 +81,33 @@ pub async fn delete(a: &mut impl Access, org_id: Uuid) -> Result<bool, StoreErro
     .rows_affected());
     Ok(r == 1)
 }
+
+/// Locks the org row for the rest of the transaction (PostgreSQL: row lock; SQLite: the
+/// write lock), so concurrent changes to one org's roles run one after the other and a
+/// cycle check cannot race. Returns whether the org exists.
+pub async fn lock(a: &mut impl Access, org_id: Uuid) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE organizations SET org_role_structure = org_role_structure WHERE org_id = $1"
+    )
+    .bind(org_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+pub async fn set_role_structure(
+    a: &mut impl Access,
+    org_id: Uuid,
+    structure: &str,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE organizations SET org_role_structure = $2 WHERE org_id = $1"
+    )
+    .bind(org_id)
+    .bind(structure)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}

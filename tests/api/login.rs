@@ -301,6 +301,29 @@ async fn mfa_and_org_membership_shape_the_outcome(db: TestDb) {
         .unwrap_err();
     assert!(matches!(e, IdentityError::Forbidden { .. }), "{e:?}");
 
+    // An org that turned passwords off refuses them (after the password is checked).
+    orgs::set_login_method(&id, org.org_id, "password", false)
+        .await
+        .unwrap();
+    let e = authenticate(&id, "gil@example.com", &pw(PW), &in_org)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, IdentityError::LoginMethodNotAllowed { ref method } if method == "password"),
+        "{e:?}"
+    );
+    let e = authenticate(&id, "gil@example.com", &pw("wrong password!"), &in_org)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::InvalidCredentials), "{e:?}");
+    // Without the org context the same user signs in.
+    authenticate(&id, "gil@example.com", &pw(PW), &ctx())
+        .await
+        .unwrap();
+    orgs::set_login_method(&id, org.org_id, "password", true)
+        .await
+        .unwrap();
+
     // The org requires MFA: its members must pass a second factor.
     set_org_mfa(&id, org.org_id, true).await;
     let out = authenticate(&id, "gil@example.com", &pw(PW), &in_org)
