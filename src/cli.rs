@@ -35,6 +35,49 @@ pub enum Command {
     /// Users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Roles and permissions of an organization.
+    #[command(subcommand)]
+    Role(RoleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Create a role in an organization.
+    Create {
+        /// Organization id or url_safe_org_name.
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Give a role to a member (--user), or a permission to a role (--permission; created
+    /// in the org when it does not exist yet).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["user", "permission"])))]
+    Grant {
+        #[arg(long)]
+        org: String,
+        /// Role id or name.
+        #[arg(long)]
+        role: String,
+        /// User id or email (must be a member).
+        #[arg(long)]
+        user: Option<String>,
+        /// Permission name.
+        #[arg(long)]
+        permission: Option<String>,
+    },
+    /// Make ROLE include PARENT: members with ROLE get PARENT's roles and permissions.
+    Inherit {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        role: String,
+        /// The role to include (id or name).
+        #[arg(long)]
+        from: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +89,18 @@ pub enum OrgCommand {
         /// url_safe_org_name (default: derived from the name).
         #[arg(long)]
         slug: Option<String>,
+    },
+    /// Add an existing user to an organization.
+    AddMember {
+        /// Organization id or url_safe_org_name.
+        #[arg(long)]
+        org: String,
+        /// User id or email.
+        #[arg(long)]
+        user: String,
+        /// Role name (default: member).
+        #[arg(long, default_value = "member")]
+        role: String,
     },
 }
 
@@ -209,6 +264,20 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             }));
             Ok(())
         }
+        Command::Org(OrgCommand::AddMember { org, user, role }) => {
+            let db = app::open_store(&config).await?;
+            let id = app::identity(&config, db, clock)?;
+            let org_id = identity::orgs::resolve(&id, &org).await?.org_id;
+            let user_id = resolve_user(&id, &user).await?;
+            let m = identity::memberships::add(&id, org_id, user_id, &role).await?;
+            print(membership_json(&m));
+            Ok(())
+        }
+        Command::Role(cmd) => {
+            let db = app::open_store(&config).await?;
+            let id = app::identity(&config, db, clock)?;
+            role_admin(&id, cmd).await
+        }
         Command::User(cmd) => {
             let db = app::open_store(&config).await?;
             let id = app::identity(&config, db, clock)?;
@@ -234,6 +303,105 @@ fn user_json(u: &crate::store::users::User) -> serde_json::Value {
         "mfa_enabled": u.mfa_enabled,
         "created_at": u.created_at,
     })
+}
+
+fn membership_json(m: &crate::store::memberships::Membership) -> serde_json::Value {
+    json!({
+        "user_id": m.user_id,
+        "org_id": m.org_id,
+        "user_role": m.user_role,
+        "org_role_structure": m.org_role_structure,
+        "inherited_user_roles_plus_current_role": m.inherited_user_roles_plus_current_role,
+        "user_permissions": m.user_permissions,
+        "additional_roles": m.additional_roles,
+    })
+}
+
+/// A role of the org named by id or (case-insensitively) by name.
+async fn resolve_role(
+    id: &identity::Identity,
+    org_id: uuid::Uuid,
+    who: &str,
+) -> Result<crate::store::roles::Role, IdentityError> {
+    let roles = identity::roles::list_roles(id, org_id).await?;
+    let by_id = uuid::Uuid::parse_str(who).ok();
+    roles
+        .into_iter()
+        .find(|r| Some(r.role_id) == by_id || r.name.eq_ignore_ascii_case(who))
+        .ok_or(IdentityError::NotFound { what: "role" })
+}
+
+async fn role_admin(id: &identity::Identity, cmd: RoleCommand) -> Result<(), Failure> {
+    use identity::roles;
+    match cmd {
+        RoleCommand::Create {
+            org,
+            name,
+            description,
+        } => {
+            let org_id = identity::orgs::resolve(id, &org).await?.org_id;
+            let role = roles::create_role(id, org_id, &name, description.as_deref()).await?;
+            print(json!({
+                "role_id": role.role_id,
+                "org_id": role.org_id,
+                "name": role.name,
+                "description": role.description,
+                "created_at": role.created_at,
+            }));
+        }
+        RoleCommand::Grant {
+            org,
+            role,
+            user,
+            permission,
+        } => {
+            let org_id = identity::orgs::resolve(id, &org).await?.org_id;
+            let role = resolve_role(id, org_id, &role).await?;
+            match (user, permission) {
+                (Some(user), _) => {
+                    let user_id = resolve_user(id, &user).await?;
+                    let m = roles::assign_role(id, org_id, user_id, role.role_id).await?;
+                    print(membership_json(&m));
+                }
+                (None, Some(name)) => {
+                    let existing = roles::list_permissions(id, org_id)
+                        .await?
+                        .into_iter()
+                        .find(|p| p.name.eq_ignore_ascii_case(&name));
+                    let permission = match existing {
+                        Some(p) => p,
+                        None => roles::create_permission(id, org_id, &name, None).await?,
+                    };
+                    roles::grant_permission(id, org_id, role.role_id, permission.permission_id)
+                        .await?;
+                    print(json!({
+                        "org_id": org_id,
+                        "role_id": role.role_id,
+                        "role": role.name,
+                        "permission_id": permission.permission_id,
+                        "permission": permission.name,
+                    }));
+                }
+                (None, None) => {
+                    return Err(Failure::Command("give --user or --permission".into()));
+                }
+            }
+        }
+        RoleCommand::Inherit { org, role, from } => {
+            let org_id = identity::orgs::resolve(id, &org).await?.org_id;
+            let child = resolve_role(id, org_id, &role).await?;
+            let parent = resolve_role(id, org_id, &from).await?;
+            roles::add_inheritance(id, org_id, child.role_id, parent.role_id).await?;
+            print(json!({
+                "org_id": org_id,
+                "role_id": child.role_id,
+                "role": child.name,
+                "parent_role_id": parent.role_id,
+                "parent_role": parent.name,
+            }));
+        }
+    }
+    Ok(())
 }
 
 /// A user named on the command line by id or email.

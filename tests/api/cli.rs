@@ -7,6 +7,7 @@ on_both_databases!(
     migrate_twice_and_admin_commands_print_json,
     duplicates_are_rejected_by_the_cli,
     user_admin_commands,
+    org_and_role_commands,
 );
 
 fn env(db: &TestDb) -> Vec<(&'static str, String)> {
@@ -222,5 +223,148 @@ async fn user_admin_commands(db: TestDb) {
         "{v}"
     );
     assert!(!out.contains(&bcrypt_hash), "hashes are not echoed");
+    db.drop_database().await;
+}
+
+async fn org_and_role_commands(db: TestDb) {
+    let (code, out, err) = run(
+        &db,
+        &["org", "create", "--name", "Vandelay Industries"],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let org_id = json_line(&out)["org_id"].as_str().unwrap().to_string();
+    let (code, _, err) = run(&db, &["user", "create", "--email", "art@example.com"], None);
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = run(
+        &db,
+        &[
+            "org",
+            "add-member",
+            "--org",
+            "vandelay-industries",
+            "--user",
+            "art@example.com",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let m = json_line(&out);
+    assert_eq!(m["org_id"], org_id.as_str());
+    assert_eq!(m["user_role"], "member");
+    let (code, _, err) = run(
+        &db,
+        &[
+            "org",
+            "add-member",
+            "--org",
+            &org_id,
+            "--user",
+            "art@example.com",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("conflict"), "{err}");
+
+    let (code, out, err) = run(
+        &db,
+        &[
+            "role",
+            "create",
+            "--org",
+            &org_id,
+            "--name",
+            "Importer",
+            "--description",
+            "imports latex",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_line(&out)["name"], "Importer");
+    let (code, out, err) = run(
+        &db,
+        &[
+            "role",
+            "grant",
+            "--org",
+            &org_id,
+            "--role",
+            "importer",
+            "--permission",
+            "latex:import",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json_line(&out)["permission"], "latex:import");
+    let (code, _, err) = run(
+        &db,
+        &[
+            "role", "inherit", "--org", &org_id, "--role", "member", "--from", "Importer",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    // The member now has the permission through inheritance.
+    let (code, out, err) = run(
+        &db,
+        &[
+            "role",
+            "grant",
+            "--org",
+            &org_id,
+            "--role",
+            "admin",
+            "--user",
+            "art@example.com",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let m = json_line(&out);
+    assert_eq!(m["user_role"], "admin");
+    assert_eq!(
+        m["inherited_user_roles_plus_current_role"],
+        serde_json::json!(["Importer", "admin", "member"])
+    );
+    assert_eq!(m["user_permissions"], serde_json::json!(["latex:import"]));
+
+    // A cycle is refused with exit 1.
+    let (code, out, err) = run(
+        &db,
+        &[
+            "role", "inherit", "--org", &org_id, "--role", "Importer", "--from", "owner",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(out.is_empty());
+    assert!(err.contains("cycle"), "{err}");
+    let (code, _, err) = run(
+        &db,
+        &[
+            "role",
+            "grant",
+            "--org",
+            &org_id,
+            "--role",
+            "nope",
+            "--user",
+            "art@example.com",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("role not found"), "{err}");
+    // Exactly one of --user / --permission.
+    let (code, _, _) = run(
+        &db,
+        &["role", "grant", "--org", &org_id, "--role", "admin"],
+        None,
+    );
+    assert_eq!(code, 2);
     db.drop_database().await;
 }
