@@ -62,6 +62,7 @@ pub fn identity(config: &Config, db: Db, clock: SharedClock) -> Result<Identity,
         mailer: mailer::from_config(config)?,
         data_key: Arc::new(keys::DataKey::ensure(&config.keys_dir)?),
         activity: Arc::default(),
+        actor: Arc::default(),
         config: Arc::new(config.clone()),
     })
 }

@@ -156,6 +156,38 @@ pub const KEYS: &[KeySpec] = &[
         key: "mfa.totp_issuer",
         default: "Lintel",
     },
+    KeySpec {
+        key: "rate_limits.login",
+        default: "20/60",
+    },
+    KeySpec {
+        key: "rate_limits.token",
+        default: "300/60",
+    },
+    KeySpec {
+        key: "rate_limits.scim",
+        default: "600/60",
+    },
+    KeySpec {
+        key: "rate_limits.management",
+        default: "1200/60",
+    },
+    KeySpec {
+        key: "rate_limits.waitlist",
+        default: "5/3600",
+    },
+    KeySpec {
+        key: "metrics.bind",
+        default: "",
+    },
+    KeySpec {
+        key: "waitlist.invitation_ttl_secs",
+        default: "604800",
+    },
+    KeySpec {
+        key: "impersonation.max_duration_secs",
+        default: "3600",
+    },
 ];
 
 /// Environment variables with the `LINTEL_` prefix that are not configuration keys.
@@ -186,6 +218,51 @@ pub struct Config {
     pub mail: MailConfig,
     pub sessions: SessionConfig,
     pub mfa: MfaConfig,
+    pub rate_limits: RateLimitConfig,
+    pub metrics: MetricsConfig,
+    pub waitlist: WaitlistConfig,
+    pub impersonation: ImpersonationConfig,
+}
+
+/// A default rate-limit policy: at most `limit` requests per `window_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateSpec {
+    pub limit: u32,
+    pub window_secs: u32,
+}
+
+/// Default policies (`"COUNT/SECONDS"`) for the endpoint families; per-user, per-org and
+/// per-key policies in the database refine them.
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// Password logins, per client IP.
+    pub login: RateSpec,
+    /// The OIDC token endpoint, per client.
+    pub token: RateSpec,
+    /// SCIM, per SCIM client.
+    pub scim: RateSpec,
+    /// The management API, per API key.
+    pub management: RateSpec,
+    /// Public waitlist sign-ups, per client IP.
+    pub waitlist: RateSpec,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// Where Prometheus metrics are served (`/metrics`), apart from the main port;
+    /// `None` (empty): not served.
+    pub bind: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WaitlistConfig {
+    pub invitation_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImpersonationConfig {
+    /// An impersonation ends by itself after this long.
+    pub max_duration: Duration,
 }
 
 /// Brute-force protection for password logins.
@@ -515,6 +592,30 @@ impl Config {
                 max_lifetime: raw.get("sessions.max_lifetime_secs", positive_secs)?,
                 idle_timeout: raw.get("sessions.idle_timeout_secs", positive_secs)?,
             },
+            rate_limits: RateLimitConfig {
+                login: raw.get("rate_limits.login", rate_spec)?,
+                token: raw.get("rate_limits.token", rate_spec)?,
+                scim: raw.get("rate_limits.scim", rate_spec)?,
+                management: raw.get("rate_limits.management", rate_spec)?,
+                waitlist: raw.get("rate_limits.waitlist", rate_spec)?,
+            },
+            metrics: MetricsConfig {
+                bind: raw.get("metrics.bind", |s| {
+                    if s.is_empty() {
+                        Ok(None)
+                    } else {
+                        s.parse::<SocketAddr>().map(Some).map_err(|_| {
+                            "expected empty (off) or HOST:PORT, e.g. 127.0.0.1:9090".into()
+                        })
+                    }
+                })?,
+            },
+            waitlist: WaitlistConfig {
+                invitation_ttl: raw.get("waitlist.invitation_ttl_secs", positive_secs)?,
+            },
+            impersonation: ImpersonationConfig {
+                max_duration: raw.get("impersonation.max_duration_secs", positive_secs)?,
+            },
             mfa: MfaConfig {
                 totp_issuer: raw.get("mfa.totp_issuer", |s| {
                     if s.is_empty() || s.contains(':') {
@@ -530,6 +631,18 @@ impl Config {
     pub fn is_sqlite(&self) -> bool {
         self.database_url.expose().starts_with("sqlite:")
     }
+}
+
+/// `"COUNT/SECONDS"`, e.g. `"20/60"`.
+fn rate_spec(s: &str) -> Result<RateSpec, String> {
+    let bad = || "expected COUNT/SECONDS, e.g. \"20/60\"".to_string();
+    let (n, w) = s.split_once('/').ok_or_else(bad)?;
+    let limit = n.trim().parse::<u32>().map_err(|_| bad())?;
+    let window_secs = w.trim().parse::<u32>().map_err(|_| bad())?;
+    if limit == 0 || window_secs == 0 || window_secs > 86_400 {
+        return Err("COUNT must be at least 1 and SECONDS between 1 and 86400".into());
+    }
+    Ok(RateSpec { limit, window_secs })
 }
 
 /// At least one second, at most 10 years.

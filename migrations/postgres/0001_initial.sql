@@ -141,7 +141,9 @@ CREATE TABLE sessions (
     org_id        uuid REFERENCES organizations (org_id) ON DELETE CASCADE,
     auth_methods  text[] NOT NULL DEFAULT '{}',
     auth_time     timestamptz NOT NULL,
-    last_seen_at  timestamptz NOT NULL
+    last_seen_at  timestamptz NOT NULL,
+    -- Set while an admin impersonates the session's user (RFC 8693 `act`).
+    impersonator_id uuid REFERENCES users (user_id) ON DELETE CASCADE
 );
 CREATE INDEX sessions_org_id_idx ON sessions (org_id);
 CREATE UNIQUE INDEX sessions_refresh_token_key ON sessions (refresh_token);
@@ -198,13 +200,24 @@ CREATE INDEX password_reset_tokens_user_id_idx ON password_reset_tokens (user_id
 
 CREATE TABLE api_keys (
     api_key_id  uuid        NOT NULL PRIMARY KEY,
-    user_id     uuid        NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+    -- NULL for a service (super-admin) key not tied to a person.
+    user_id     uuid                 REFERENCES users (user_id) ON DELETE CASCADE,
     key_hash    text        NOT NULL,
     description text,
     created_at  timestamptz NOT NULL,
     expires_at  timestamptz,
-    revoked     boolean     NOT NULL DEFAULT false
+    revoked     boolean     NOT NULL DEFAULT false,
+    -- Public part of the key (`lk_<prefix>_<secret>`), for lookup; the secret is only hashed.
+    key_prefix   text NOT NULL,
+    -- Scoped to one org (NULL: the owner's reach), with these permissions.
+    org_id       uuid REFERENCES organizations (org_id) ON DELETE CASCADE,
+    permissions  text[] NOT NULL DEFAULT '{}',
+    -- Super-admin key (`lintel api-key create --admin`).
+    is_admin     boolean NOT NULL DEFAULT false,
+    last_used_at timestamptz
 );
+CREATE UNIQUE INDEX api_keys_key_prefix_key ON api_keys (key_prefix);
+CREATE INDEX api_keys_org_id_idx ON api_keys (org_id);
 CREATE UNIQUE INDEX api_keys_key_hash_key ON api_keys (key_hash);
 CREATE INDEX api_keys_user_id_idx ON api_keys (user_id);
 
@@ -414,8 +427,16 @@ CREATE TABLE audit_logs (
     ip_address  inet,
     user_agent  text,
     timestamp   timestamptz NOT NULL,
-    details     jsonb       NOT NULL DEFAULT '{}'
+    details     jsonb       NOT NULL DEFAULT '{}',
+    -- Who acted: 'system' (CLI, background), 'user', 'api_key' or 'scim_client', and its id.
+    -- user_id is the person on whose behalf (the key's owner, the impersonated user).
+    actor_type      text NOT NULL DEFAULT 'system'
+        CHECK (actor_type IN ('system', 'user', 'api_key', 'scim_client')),
+    actor_id        text,
+    impersonator_id uuid REFERENCES users (user_id) ON DELETE SET NULL
 );
+CREATE INDEX audit_logs_actor_timestamp_idx ON audit_logs (actor_type, actor_id, timestamp);
+CREATE INDEX audit_logs_timestamp_idx ON audit_logs (timestamp);
 CREATE INDEX audit_logs_org_id_timestamp_idx ON audit_logs (org_id, timestamp);
 CREATE INDEX audit_logs_user_id_timestamp_idx ON audit_logs (user_id, timestamp);
 CREATE INDEX audit_logs_action_timestamp_idx ON audit_logs (action, timestamp);

@@ -141,7 +141,9 @@ CREATE TABLE sessions (
     org_id        BLOB REFERENCES organizations (org_id) ON DELETE CASCADE,
     auth_methods  TEXT NOT NULL DEFAULT '[]',
     auth_time     TEXT NOT NULL,
-    last_seen_at  TEXT NOT NULL
+    last_seen_at  TEXT NOT NULL,
+    -- Set while an admin impersonates the session's user (RFC 8693 `act`).
+    impersonator_id BLOB REFERENCES users (user_id) ON DELETE CASCADE
 );
 CREATE INDEX sessions_org_id_idx ON sessions (org_id);
 CREATE UNIQUE INDEX sessions_refresh_token_key ON sessions (refresh_token);
@@ -198,13 +200,24 @@ CREATE INDEX password_reset_tokens_user_id_idx ON password_reset_tokens (user_id
 
 CREATE TABLE api_keys (
     api_key_id  BLOB    NOT NULL PRIMARY KEY,
-    user_id     BLOB    NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+    -- NULL for a service (super-admin) key not tied to a person.
+    user_id     BLOB             REFERENCES users (user_id) ON DELETE CASCADE,
     key_hash    TEXT    NOT NULL,
     description TEXT,
     created_at  TEXT    NOT NULL,
     expires_at  TEXT,
-    revoked     BOOLEAN NOT NULL DEFAULT 0
+    revoked     BOOLEAN NOT NULL DEFAULT 0,
+    -- Public part of the key (`lk_<prefix>_<secret>`), for lookup; the secret is only hashed.
+    key_prefix   TEXT NOT NULL,
+    -- Scoped to one org (NULL: the owner's reach), with these permissions.
+    org_id       BLOB REFERENCES organizations (org_id) ON DELETE CASCADE,
+    permissions  TEXT NOT NULL DEFAULT '[]',
+    -- Super-admin key (`lintel api-key create --admin`).
+    is_admin     BOOLEAN NOT NULL DEFAULT 0,
+    last_used_at TEXT
 );
+CREATE UNIQUE INDEX api_keys_key_prefix_key ON api_keys (key_prefix);
+CREATE INDEX api_keys_org_id_idx ON api_keys (org_id);
 CREATE UNIQUE INDEX api_keys_key_hash_key ON api_keys (key_hash);
 CREATE INDEX api_keys_user_id_idx ON api_keys (user_id);
 
@@ -414,8 +427,16 @@ CREATE TABLE audit_logs (
     ip_address  TEXT,
     user_agent  TEXT,
     timestamp   TEXT    NOT NULL,
-    details     TEXT    NOT NULL DEFAULT '{}'
+    details     TEXT    NOT NULL DEFAULT '{}',
+    -- Who acted: 'system' (CLI, background), 'user', 'api_key' or 'scim_client', and its id.
+    -- user_id is the person on whose behalf (the key's owner, the impersonated user).
+    actor_type      TEXT NOT NULL DEFAULT 'system'
+        CHECK (actor_type IN ('system', 'user', 'api_key', 'scim_client')),
+    actor_id        TEXT,
+    impersonator_id BLOB REFERENCES users (user_id) ON DELETE SET NULL
 );
+CREATE INDEX audit_logs_actor_timestamp_idx ON audit_logs (actor_type, actor_id, timestamp);
+CREATE INDEX audit_logs_timestamp_idx ON audit_logs (timestamp);
 CREATE INDEX audit_logs_org_id_timestamp_idx ON audit_logs (org_id, timestamp);
 CREATE INDEX audit_logs_user_id_timestamp_idx ON audit_logs (user_id, timestamp);
 CREATE INDEX audit_logs_action_timestamp_idx ON audit_logs (action, timestamp);

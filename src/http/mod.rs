@@ -15,6 +15,8 @@ use tracing::Level;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod metrics;
+pub mod rate_limit;
 pub mod server;
 pub mod state;
 

@@ -6,16 +6,23 @@ use crate::store::{Db, StoreError};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
+pub mod access;
+pub mod api_keys;
+pub mod audit;
+pub mod impersonation;
 pub mod login;
 pub mod mailer;
 pub mod memberships;
+pub mod metrics;
 pub mod mfa;
 pub mod orgs;
 pub mod passwords;
+pub mod rate_limit;
 pub mod roles;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
+pub mod waitlist;
 
 pub use passwords::Passwords;
 
@@ -31,7 +38,19 @@ pub struct Identity {
     pub data_key: Arc<crate::keys::DataKey>,
     /// Bounds activity writes to one a minute per user.
     pub activity: Arc<sessions::ActivityThrottle>,
+    /// Who is acting through this handle (written to the audit log).
+    pub actor: Arc<audit::Actor>,
     pub config: Arc<Config>,
+}
+
+impl Identity {
+    /// The same services, acting as `actor` (recorded by every mutation's audit row).
+    pub fn acting_as(&self, actor: audit::Actor) -> Identity {
+        Identity {
+            actor: Arc::new(actor),
+            ..self.clone()
+        }
+    }
 }
 
 /// An identity-rule failure. Messages are safe to show (no secrets, no SQL).

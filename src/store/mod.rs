@@ -15,17 +15,23 @@ use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool}
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod api_keys;
+pub mod audit;
+pub mod impersonation;
 pub mod login_attempts;
 pub mod memberships;
+pub mod metrics;
 pub mod mfa;
 pub mod org_settings;
 pub mod orgs;
+pub mod rate_limits;
 pub mod roles;
 pub mod sessions;
 pub mod signing_keys;
 pub mod tokens;
 pub mod types;
 pub mod users;
+pub mod waitlist;
 
 pub use sqlx::types::Json;
 pub use types::{Inet, TextList};

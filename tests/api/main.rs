@@ -3,15 +3,21 @@
 mod helpers;
 
 mod architecture;
+mod audit;
 mod cli;
 mod config;
 mod health;
 mod http_errors;
 mod identity;
+mod impersonation;
 mod login;
+mod management;
+mod metrics;
 mod mfa;
 mod migrations;
+mod rate_limits;
 mod roles;
 mod shutdown;
 mod store_contract;
 mod tokens;
+mod waitlist;
