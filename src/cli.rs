@@ -38,6 +38,39 @@ pub enum Command {
     /// Roles and permissions of an organization.
     #[command(subcommand)]
     Role(RoleCommand),
+    /// API keys for the management API.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key; prints it once (`key`), never stored in clear.
+    #[command(group(clap::ArgGroup::new("kind").required(true).args(["admin", "user"])))]
+    Create {
+        /// A super-admin key (every org, every operation), e.g. on first setup.
+        #[arg(long)]
+        admin: bool,
+        /// The owner (id or email); the key acts with at most the owner's permissions.
+        #[arg(long)]
+        user: Option<String>,
+        /// Limit the key to this organization (id or url_safe_org_name).
+        #[arg(long)]
+        org: Option<String>,
+        /// A permission the key carries (repeatable), e.g. members:read.
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Expire after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        #[arg(long)]
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -273,6 +306,11 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             print(membership_json(&m));
             Ok(())
         }
+        Command::ApiKey(cmd) => {
+            let db = app::open_store(&config).await?;
+            let id = app::identity(&config, db, clock)?;
+            api_key_admin(&id, cmd).await
+        }
         Command::Role(cmd) => {
             let db = app::open_store(&config).await?;
             let id = app::identity(&config, db, clock)?;
@@ -402,6 +440,59 @@ async fn role_admin(id: &identity::Identity, cmd: RoleCommand) -> Result<(), Fai
         }
     }
     Ok(())
+}
+
+async fn api_key_admin(id: &identity::Identity, cmd: ApiKeyCommand) -> Result<(), Failure> {
+    let key = match cmd {
+        ApiKeyCommand::Create {
+            admin,
+            user,
+            org,
+            permissions,
+            description,
+            expires_in_days,
+        } => {
+            let user_id = match user {
+                Some(u) => Some(resolve_user(id, &u).await?),
+                None => None,
+            };
+            let org_id = match org {
+                Some(o) => Some(identity::orgs::resolve(id, &o).await?.org_id),
+                None => None,
+            };
+            let expires_at =
+                expires_in_days.map(|d| id.clock.now() + chrono::Duration::days(i64::from(d)));
+            let new = identity::api_keys::NewApiKey {
+                user_id,
+                org_id,
+                permissions,
+                description,
+                expires_at,
+                is_admin: admin,
+            };
+            let (key, secret) = identity::api_keys::create(id, new).await?;
+            let mut out = api_key_json(&key);
+            out["key"] = json!(secret.expose());
+            print(out);
+            return Ok(());
+        }
+        ApiKeyCommand::Revoke { id: key_id } => identity::api_keys::revoke(id, key_id).await?,
+    };
+    print(api_key_json(&key));
+    Ok(())
+}
+
+fn api_key_json(k: &crate::store::api_keys::ApiKey) -> serde_json::Value {
+    json!({
+        "api_key_id": k.api_key_id,
+        "key_prefix": k.key_prefix,
+        "user_id": k.user_id,
+        "org_id": k.org_id,
+        "permissions": k.permissions,
+        "is_admin": k.is_admin,
+        "expires_at": k.expires_at,
+        "revoked": k.revoked,
+    })
 }
 
 /// A user named on the command line by id or email.

@@ -14,6 +14,13 @@ pub enum ApiError {
     /// 422: well-formed input that breaks a rule; `field` names it.
     #[error("{field}: {detail}")]
     Invalid { field: String, detail: String },
+    /// 401: no credentials, or credentials that are malformed, unknown, revoked or expired.
+    /// Answered with `WWW-Authenticate: Bearer` (RFC 6750 §3).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the caller is known but lacks a permission.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such resource, or one the caller may not see.
     #[error("not found")]
     NotFound,
@@ -57,6 +64,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -72,6 +81,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "urn:lintel:problem:bad-request",
             ApiError::Invalid { .. } => "urn:lintel:problem:invalid",
+            ApiError::Unauthorized(_) => "urn:lintel:problem:unauthorized",
+            ApiError::Forbidden(_) => "urn:lintel:problem:forbidden",
             ApiError::NotFound => "urn:lintel:problem:not-found",
             ApiError::MethodNotAllowed => "urn:lintel:problem:method-not-allowed",
             ApiError::Timeout => "urn:lintel:problem:timeout",
@@ -104,7 +115,10 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %message, "internal error");
                 (None, None)
             }
-            ApiError::BadRequest(d) | ApiError::UnsupportedMediaType(d) => (Some(d.as_str()), None),
+            ApiError::BadRequest(d)
+            | ApiError::UnsupportedMediaType(d)
+            | ApiError::Unauthorized(d)
+            | ApiError::Forbidden(d) => (Some(d.as_str()), None),
             ApiError::Invalid { field, detail } | ApiError::Conflict { field, detail } => {
                 (Some(detail.as_str()), Some(field.as_str()))
             }
@@ -123,6 +137,16 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let ApiError::Unauthorized(why) = &self {
+            // RFC 6750 §3: the challenge, with the reason as error_description.
+            let challenge = format!(
+                "Bearer realm=\"lintel\", error=\"invalid_token\", error_description=\"{}\"",
+                why.replace(['"', '\\'], "")
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
         resp
     }
 }
@@ -138,7 +162,26 @@ impl From<IdentityError> for ApiError {
                 field,
                 detail: message,
             },
-            IdentityError::NotFound { .. } => ApiError::NotFound,
+            // An id from another organization is a 404, like an unknown one.
+            IdentityError::NotFound { .. } | IdentityError::CrossOrg { .. } => ApiError::NotFound,
+            IdentityError::Forbidden { reason } => ApiError::Forbidden(reason),
+            IdentityError::InheritanceCycle => ApiError::Conflict {
+                field: "parent_role_id".into(),
+                detail: "role inheritance would form a cycle".into(),
+            },
+            e @ (IdentityError::InvalidCredentials
+            | IdentityError::TokenInvalid
+            | IdentityError::TokenExpired) => ApiError::Unauthorized(e.to_string()),
+            e @ (IdentityError::AccountDisabled
+            | IdentityError::AccountLocked { .. }
+            | IdentityError::PasswordChangeRequired
+            | IdentityError::LoginMethodNotAllowed { .. }) => ApiError::Forbidden(e.to_string()),
+            e @ (IdentityError::TokenUsed
+            | IdentityError::MfaCodeInvalid
+            | IdentityError::MfaCodeReplayed
+            | IdentityError::MfaNotEnrolled
+            | IdentityError::SessionExpired
+            | IdentityError::SessionRevoked) => ApiError::BadRequest(e.to_string()),
             IdentityError::Store(s) if s.is_unavailable() => {
                 tracing::warn!(error = %s, "database unavailable");
                 ApiError::Unavailable

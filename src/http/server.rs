@@ -18,7 +18,9 @@ pub async fn serve(
         tracing::info!("shutting down: draining in-flight requests");
         let _ = started_tx.send(());
     };
-    let server = axum::serve(listener, router).with_graceful_shutdown(signal);
+    // Peer addresses reach handlers as `ConnectInfo` (audit rows record the client IP).
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(signal);
     tokio::select! {
         r = server.into_future() => r,
         () = async {
