@@ -373,6 +373,26 @@ pub async fn create_default_roles(
     }
     store::roles::add_edge(tx, owner.role_id, admin.role_id).await?;
     store::roles::add_edge(tx, admin.role_id, member.role_id).await?;
+    // The management API's permissions, each given to the lowest default role that has it
+    // (inheritance passes it up): see `access::perm`.
+    use super::access::perm;
+    for (role, names) in [
+        (&member, perm::MEMBER),
+        (&admin, perm::ADMIN),
+        (&owner, perm::OWNER),
+    ] {
+        for name in names {
+            let p = Permission {
+                permission_id: Uuid::now_v7(),
+                org_id: Some(org_id),
+                name: (*name).to_string(),
+                description: None,
+                created_at: now,
+            };
+            store::roles::insert_permission(tx, &p).await?;
+            store::roles::grant(tx, role.role_id, p.permission_id).await?;
+        }
+    }
     Ok([owner, admin, member])
 }
 

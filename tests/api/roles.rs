@@ -79,6 +79,16 @@ fn list(items: &[&str]) -> TextList {
     items.iter().copied().collect()
 }
 
+/// The permissions beyond the management API's defaults every org's roles carry
+/// (`access::perm`), so tests can state just the ones they granted.
+fn custom(l: &TextList) -> TextList {
+    let defaults: Vec<&str> = lintel::identity::access::perm::all().collect();
+    l.0.iter()
+        .filter(|p| !defaults.contains(&p.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// Runs one statement on whichever pool the store holds (test-only raw reads).
 macro_rules! fetch {
     ($db:expr, $ty:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
@@ -307,15 +317,16 @@ async fn new_orgs_get_default_roles_and_the_creator_is_owner(db: TestDb) {
     );
     assert_eq!(m.additional_roles, list(&[]));
     assert_eq!(member(&id, org.org_id, ada).await, m);
-    assert_eq!(
-        roles::effective_for_member(&id, org.org_id, ada)
-            .await
-            .unwrap(),
-        (
-            vec!["admin".into(), "member".into(), "owner".into()],
-            vec![]
-        )
-    );
+    let (roles_, perms) = roles::effective_for_member(&id, org.org_id, ada)
+        .await
+        .unwrap();
+    assert_eq!(roles_, vec!["admin", "member", "owner"]);
+    // The owner holds every management permission through inheritance.
+    let mut all: Vec<String> = lintel::identity::access::perm::all()
+        .map(String::from)
+        .collect();
+    all.sort();
+    assert_eq!(perms, all);
 
     // The CLI / admin path gets the same roles; users::create joins as `member`.
     let plain = orgs::create(&id, "Plain", None).await.unwrap();
@@ -657,7 +668,7 @@ async fn multi_role_orgs_keep_additional_roles(db: TestDb) {
         m.inherited_user_roles_plus_current_role,
         list(&["auditor", "billing", "member"])
     );
-    assert_eq!(m.user_permissions, list(&["invoices:pay"]));
+    assert_eq!(custom(&m.user_permissions), list(&["invoices:pay"]));
     assert_consistent(&id, o).await;
 
     // An additional role promoted to primary leaves the old primary.
@@ -710,14 +721,19 @@ async fn permissions_flow_through_a_three_level_chain(db: TestDb) {
         .unwrap();
     // Owner (3 levels: owner → admin → member) gets both; member only its own.
     let owner_m = member(&id, o, ada).await;
-    assert_eq!(owner_m.user_permissions, list(&["docs:read", "docs:write"]));
     assert_eq!(
-        member(&id, o, bob).await.user_permissions,
+        custom(&owner_m.user_permissions),
+        list(&["docs:read", "docs:write"])
+    );
+    assert_eq!(
+        custom(&member(&id, o, bob).await.user_permissions),
         list(&["docs:read"])
     );
     assert_eq!(
-        roles::effective_for_member(&id, o, ada).await.unwrap().1,
-        vec!["docs:read", "docs:write"]
+        custom(&TextList(
+            roles::effective_for_member(&id, o, ada).await.unwrap().1
+        )),
+        list(&["docs:read", "docs:write"])
     );
     // A global permission can be granted too.
     let global = Permission {
@@ -736,7 +752,7 @@ async fn permissions_flow_through_a_three_level_chain(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(
-        member(&id, o, bob).await.user_permissions,
+        custom(&member(&id, o, bob).await.user_permissions),
         list(&["docs:read", "support:impersonate"])
     );
     let err = roles::delete_permission(&id, o, global.permission_id)
@@ -749,7 +765,7 @@ async fn permissions_flow_through_a_three_level_chain(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(
-        member(&id, o, ada).await.user_permissions,
+        custom(&member(&id, o, ada).await.user_permissions),
         list(&["docs:write", "support:impersonate"])
     );
     let err = roles::revoke_permission(&id, o, member_role.role_id, read.permission_id)
@@ -772,11 +788,14 @@ async fn permissions_flow_through_a_three_level_chain(db: TestDb) {
         m.inherited_user_roles_plus_current_role,
         list(&["admin", "owner"])
     );
-    assert_eq!(m.user_permissions, list(&["docs:write"]));
+    assert_eq!(custom(&m.user_permissions), list(&["docs:write"]));
     roles::delete_permission(&id, o, write.permission_id)
         .await
         .unwrap();
-    assert_eq!(member(&id, o, ada).await.user_permissions, list(&[]));
+    assert_eq!(
+        custom(&member(&id, o, ada).await.user_permissions),
+        list(&[])
+    );
     assert_consistent(&id, o).await;
     done(id, db).await;
 }
@@ -793,7 +812,10 @@ async fn deleting_or_renaming_a_role_recomputes_members(db: TestDb) {
     roles::grant_permission(&id, o, member_role.role_id, p.permission_id)
         .await
         .unwrap();
-    assert_eq!(member(&id, o, ada).await.user_permissions, list(&["p"]));
+    assert_eq!(
+        custom(&member(&id, o, ada).await.user_permissions),
+        list(&["p"])
+    );
 
     // Deleting a member's primary role is refused, nothing changes.
     let before = snapshot(&id.db, o).await;
@@ -814,7 +836,7 @@ async fn deleting_or_renaming_a_role_recomputes_members(db: TestDb) {
     roles::delete_role(&id, o, admin.role_id).await.unwrap();
     let m = member(&id, o, ada).await;
     assert_eq!(m.inherited_user_roles_plus_current_role, list(&["owner"]));
-    assert_eq!(m.user_permissions, list(&[]));
+    assert_eq!(custom(&m.user_permissions), list(&[]));
     let err = roles::delete_role(&id, o, admin.role_id).await.unwrap_err();
     assert!(
         matches!(err, IdentityError::NotFound { what: "role" }),
