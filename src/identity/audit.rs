@@ -188,10 +188,21 @@ pub async fn export_jsonl<W: AsyncWrite + Unpin + Send>(
     filter: &Filter,
     out: &mut W,
 ) -> Result<u64, IdentityError> {
+    export_jsonl_pages(id, filter, EXPORT_PAGE, out).await
+}
+
+/// [`export_jsonl`] reading pages of `page_size` rows (clamped to 1..=[`MAX_PAGE`]).
+pub async fn export_jsonl_pages<W: AsyncWrite + Unpin + Send>(
+    id: &Identity,
+    filter: &Filter,
+    page_size: u32,
+    out: &mut W,
+) -> Result<u64, IdentityError> {
+    let page_size = page_size.clamp(1, MAX_PAGE);
     let mut after = None;
     let mut n = 0u64;
     loop {
-        let page = list(id, filter, after, EXPORT_PAGE).await?;
+        let page = list(id, filter, after, page_size).await?;
         for row in &page {
             out.write_all(json_line(row)?.as_bytes())
                 .await
@@ -199,7 +210,7 @@ pub async fn export_jsonl<W: AsyncWrite + Unpin + Send>(
             n += 1;
         }
         match page.last() {
-            Some(last) if page.len() == EXPORT_PAGE as usize => after = Some(last.log_id),
+            Some(last) if page.len() == page_size as usize => after = Some(last.log_id),
             _ => break,
         }
     }
