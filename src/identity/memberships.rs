@@ -2,18 +2,24 @@
 //! `user_organization_info` with derived role lists kept in sync by [`super::roles`].
 //!
 //! Invariant: the primary role is always one of the member's `user_roles` rows.
+//!
+//! Audit: [`add_in`] runs inside another mutation's transaction and records nothing; the
+//! public mutation that calls it writes the one row (`membership.created` from [`add`],
+//! `user.created` / `organization.created` when a membership comes with a new user or org).
+use super::audit::{self, Event};
 use super::roles::{self, lock_org, membership_in, role_named};
 use super::{Identity, IdentityError};
 use crate::store::memberships::Membership;
 use crate::store::orgs::Org;
 use crate::store::{self, StoreError, TextList, Tx};
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use uuid::Uuid;
 
 pub const MAX_PAGE: u32 = 500;
 
 /// Adds `user_id` to `org` with primary role `role_name` inside the caller's transaction
-/// (locks the org row). Unknown role → `NotFound { what: "role" }`, unknown user →
+/// (locks the org row); writes no audit row (the caller's mutation does). Unknown role → `NotFound { what: "role" }`, unknown user →
 /// `NotFound { what: "user" }`, already a member → `Conflict { field: "membership" }`.
 pub async fn add_in(
     tx: &mut Tx,
@@ -59,16 +65,29 @@ pub async fn add(
         return Err(IdentityError::NotFound { what: "user" });
     }
     let m = add_in(&mut tx, &org, user_id, role_name, id.clock.now()).await?;
+    let event = Event::new("membership.created", "membership", object_id(&m))
+        .org(org_id)
+        .details(json!({ "user_id": user_id, "role": m.user_role }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(m)
+}
+
+/// A membership's `object_id` in the audit log: `user_id:org_id` (its primary key).
+fn object_id(m: &Membership) -> String {
+    audit::pair(m.user_id, m.org_id)
 }
 
 /// Removes a member and their role assignments in the org.
 pub async fn remove(id: &Identity, org_id: Uuid, user_id: Uuid) -> Result<(), IdentityError> {
     let (mut tx, _) = roles::begin_org(id, org_id).await?;
-    membership_in(&mut tx, org_id, user_id).await?;
+    let m = membership_in(&mut tx, org_id, user_id).await?;
     store::roles::unassign_all_in_org(&mut tx, user_id, org_id).await?;
     store::memberships::delete(&mut tx, user_id, org_id).await?;
+    let event = Event::new("membership.deleted", "membership", object_id(&m))
+        .org(org_id)
+        .details(json!({ "user_id": user_id, "role": m.user_role }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -110,8 +129,12 @@ pub async fn set_primary_role(
 ) -> Result<Membership, IdentityError> {
     let (mut tx, org) = roles::begin_org(id, org_id).await?;
     let role = role_named(&mut tx, org_id, role_name).await?;
-    let m = membership_in(&mut tx, org_id, user_id).await?;
-    let m = roles::replace_primary(&mut tx, &org, &m, &role, id.clock.now()).await?;
+    let before = membership_in(&mut tx, org_id, user_id).await?;
+    let m = roles::replace_primary(&mut tx, &org, &before, &role, id.clock.now()).await?;
+    let event = Event::new("membership.role_changed", "membership", object_id(&m))
+        .org(org_id)
+        .details(audit::diff_of(&before, &m, &[]));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(m)
 }

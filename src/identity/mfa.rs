@@ -4,9 +4,14 @@
 //!
 //! Seeds are stored encrypted with the data key; recovery codes as SHA-256. Codes are compared
 //! in constant time, and a TOTP step is accepted at most once per device (RFC 6238 §5.2).
+//!
+//! Enrolment and device changes are audited (`mfa.*`, never a seed or a code); verifying a
+//! code or spending a recovery code is authentication and is not.
+use super::audit::{self, Event};
 use super::{Identity, IdentityError};
 use crate::store::{self, mfa::Device, mfa::DeviceSummary};
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
@@ -259,6 +264,9 @@ pub async fn begin_totp_enrolment(
     store::mfa::insert_device(&mut tx, &device)
         .await
         .map_err(device_conflict)?;
+    let event = Event::new("mfa.enrolment_started", "mfa_device", device.device_id)
+        .details(json!({ "user_id": user_id, "type": DEVICE_TYPE_TOTP }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(TotpEnrolment {
         device_id: device.device_id,
@@ -309,6 +317,12 @@ pub async fn confirm_totp(
     store::mfa::insert_recovery_codes(&mut tx, user_id, &hashes, now)
         .await
         .map_err(device_conflict)?;
+    let event = Event::new("mfa.enrolled", "mfa_device", device_id).details(json!({
+        "user_id": user_id,
+        "type": DEVICE_TYPE_TOTP,
+        "recovery_codes_issued": hashes.len(),
+    }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(RecoveryCodes(shown))
 }
@@ -379,6 +393,9 @@ pub async fn regenerate_recovery_codes(
     store::mfa::insert_recovery_codes(&mut tx, user_id, &hashes, id.clock.now())
         .await
         .map_err(device_conflict)?;
+    let event = Event::new("mfa.recovery_codes_regenerated", "user", user_id)
+        .details(json!({ "recovery_codes_issued": hashes.len() }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(shown)
 }
@@ -403,10 +420,14 @@ pub async fn remove_device(
     if !store::mfa::delete_device(&mut tx, user_id, device_id).await? {
         return Err(NO_DEVICE);
     }
-    if store::mfa::count_enabled_devices(&mut tx, user_id).await? == 0 {
+    let mfa_off = store::mfa::count_enabled_devices(&mut tx, user_id).await? == 0;
+    if mfa_off {
         store::mfa::set_user_mfa_enabled(&mut tx, user_id, false).await?;
         store::mfa::delete_recovery_codes(&mut tx, user_id).await?;
     }
+    let event = Event::new("mfa.device_removed", "mfa_device", device_id)
+        .details(json!({ "user_id": user_id, "mfa_disabled": mfa_off }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -417,8 +438,11 @@ pub async fn disable_mfa(id: &Identity, user_id: Uuid) -> Result<(), IdentityErr
     if !store::mfa::set_user_mfa_enabled(&mut tx, user_id, false).await? {
         return Err(NO_USER);
     }
-    store::mfa::delete_devices_for_user(&mut tx, user_id).await?;
+    let devices = store::mfa::delete_devices_for_user(&mut tx, user_id).await?;
     store::mfa::delete_recovery_codes(&mut tx, user_id).await?;
+    let event =
+        Event::new("mfa.disabled", "user", user_id).details(json!({ "devices_removed": devices }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -452,14 +476,24 @@ pub async fn set_org_mfa_required(
     org_id: Uuid,
     required: bool,
 ) -> Result<(), IdentityError> {
-    let mut c = id.db.conn().await?;
-    if store::mfa::set_org_mfa_required(&mut c, org_id, required).await? {
-        Ok(())
-    } else {
-        Err(IdentityError::NotFound {
+    let mut tx = id.db.begin().await?;
+    let before = store::orgs::get(&mut tx, org_id)
+        .await?
+        .ok_or(IdentityError::NotFound {
             what: "organization",
-        })
+        })?;
+    if !store::mfa::set_org_mfa_required(&mut tx, org_id, required).await? {
+        return Err(IdentityError::NotFound {
+            what: "organization",
+        });
     }
+    let after = crate::store::orgs::Org {
+        mfa_required: required,
+        ..before.clone()
+    };
+    audit::record(&mut tx, id, super::orgs::org_updated(&before, &after)).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! Organizations.
+use super::audit::{self, Event};
 use super::roles::{self, RoleStructure};
 use super::{Identity, IdentityError, memberships};
 use crate::store::memberships::Membership;
 use crate::store::org_settings::OrgDomain;
 use crate::store::{self, Json, StoreError, Tx, orgs::Org};
+use serde_json::json;
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -56,6 +58,7 @@ pub async fn create(id: &Identity, name: &str, slug: Option<&str>) -> Result<Org
     let org = new_org(id, name, slug)?;
     let mut tx = id.db.begin().await?;
     insert_in(&mut tx, &org).await?;
+    audit::record(&mut tx, id, created(&org, None)).await?;
     tx.commit().await?;
     Ok(org)
 }
@@ -80,8 +83,24 @@ pub async fn create_by_user(
     }
     insert_in(&mut tx, &org).await?;
     let m = memberships::add_in(&mut tx, &org, user_id, roles::OWNER, org.created_at).await?;
+    // One row for the whole change: the owner's membership is part of `organization.created`.
+    audit::record(&mut tx, id, created(&org, Some(user_id))).await?;
     tx.commit().await?;
     Ok((org, m))
+}
+
+/// The `organization.created` event (with the owner made a member, if any).
+fn created(org: &Org, owner: Option<Uuid>) -> Event<'static> {
+    let mut details = json!({
+        "org_name": org.org_name,
+        "url_safe_org_name": org.url_safe_org_name,
+    });
+    if let Some(owner) = owner {
+        details["owner_user_id"] = json!(owner);
+    }
+    Event::new("organization.created", "organization", org.org_id)
+        .org(org.org_id)
+        .details(details)
 }
 
 /// Validates the name and slug and builds the row (nothing written).
@@ -176,11 +195,20 @@ pub async fn set_role_structure(
         }
     }
     roles::sync_org(&mut tx, org_id).await?;
-    tx.commit().await?;
-    Ok(Org {
+    let after = Org {
         org_role_structure: structure.as_str().into(),
-        ..org
-    })
+        ..org.clone()
+    };
+    audit::record(&mut tx, id, org_updated(&org, &after)).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// `organization.updated` with the changed fields.
+pub(crate) fn org_updated(before: &Org, after: &Org) -> Event<'static> {
+    Event::new("organization.updated", "organization", after.org_id)
+        .org(after.org_id)
+        .details(audit::diff_of(before, after, &[]))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -247,15 +275,35 @@ pub async fn set_login_method(
     enabled: bool,
 ) -> Result<(), IdentityError> {
     let method = LoginMethod::parse(method.as_ref())?;
-    let mut c = id.db.conn().await?;
-    store::org_settings::set_login_method(&mut c, org_id, method.as_str(), enabled)
+    let mut tx = id.db.begin().await?;
+    let before = store::org_settings::login_method(&mut tx, org_id, method.as_str()).await?;
+    store::org_settings::set_login_method(&mut tx, org_id, method.as_str(), enabled)
         .await
         .map_err(|e| match e {
             StoreError::ForeignKey => IdentityError::NotFound {
                 what: "organization",
             },
             e => e.into(),
-        })
+        })?;
+    let action = if enabled {
+        "org_login_method.enabled"
+    } else {
+        "org_login_method.disabled"
+    };
+    let before = before.unwrap_or(method.allowed_by_default());
+    let event = Event::new(
+        action,
+        "org_login_method",
+        audit::pair(org_id, method.as_str()),
+    )
+    .org(org_id)
+    .details(json!({
+        "method": method.as_str(),
+        "enabled": { "before": before, "after": enabled },
+    }));
+    audit::record(&mut tx, id, event).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Whether the org allows `method`: its `org_login_methods` row if any, else the default
@@ -382,8 +430,8 @@ pub async fn add_domain(
         verified: false,
         created_at: id.clock.now(),
     };
-    let mut c = id.db.conn().await?;
-    store::org_settings::insert_domain(&mut c, &d)
+    let mut tx = id.db.begin().await?;
+    store::org_settings::insert_domain(&mut tx, &d)
         .await
         .map_err(|e| match e {
             StoreError::ForeignKey => IdentityError::NotFound {
@@ -393,17 +441,35 @@ pub async fn add_domain(
                 format!("the domain {} is already registered", d.domain)
             }),
         })?;
+    let event = Event::new("org_domain.added", "org_domain", d.domain_id)
+        .org(org_id)
+        .details(json!({ "domain": d.domain }));
+    audit::record(&mut tx, id, event).await?;
+    tx.commit().await?;
     Ok(d)
+}
+
+/// The org's registration of `domain` (normalized), read inside `tx`.
+async fn domain_of(tx: &mut Tx, org_id: Uuid, domain: &str) -> Result<OrgDomain, IdentityError> {
+    store::org_settings::find_domain(tx, domain)
+        .await?
+        .filter(|d| d.org_id == org_id)
+        .ok_or(IdentityError::NotFound { what: "domain" })
 }
 
 pub async fn remove_domain(id: &Identity, org_id: Uuid, domain: &str) -> Result<(), IdentityError> {
     let domain = normalize_domain(domain)?;
-    let mut c = id.db.conn().await?;
-    if store::org_settings::delete_domain(&mut c, org_id, &domain).await? {
-        Ok(())
-    } else {
-        Err(IdentityError::NotFound { what: "domain" })
+    let mut tx = id.db.begin().await?;
+    let d = domain_of(&mut tx, org_id, &domain).await?;
+    if !store::org_settings::delete_domain(&mut tx, org_id, &domain).await? {
+        return Err(IdentityError::NotFound { what: "domain" });
     }
+    let event = Event::new("org_domain.removed", "org_domain", d.domain_id)
+        .org(org_id)
+        .details(json!({ "domain": d.domain, "verified": d.verified }));
+    audit::record(&mut tx, id, event).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Records whether the org proved it controls the domain (e.g. a DNS TXT check).
@@ -414,12 +480,25 @@ pub async fn set_domain_verified(
     verified: bool,
 ) -> Result<(), IdentityError> {
     let domain = normalize_domain(domain)?;
-    let mut c = id.db.conn().await?;
-    if store::org_settings::set_domain_verified(&mut c, org_id, &domain, verified).await? {
-        Ok(())
-    } else {
-        Err(IdentityError::NotFound { what: "domain" })
+    let mut tx = id.db.begin().await?;
+    let d = domain_of(&mut tx, org_id, &domain).await?;
+    if !store::org_settings::set_domain_verified(&mut tx, org_id, &domain, verified).await? {
+        return Err(IdentityError::NotFound { what: "domain" });
     }
+    let action = if verified {
+        "org_domain.verified"
+    } else {
+        "org_domain.unverified"
+    };
+    let event = Event::new(action, "org_domain", d.domain_id)
+        .org(org_id)
+        .details(json!({
+            "domain": d.domain,
+            "verified": { "before": d.verified, "after": verified },
+        }));
+    audit::record(&mut tx, id, event).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 pub async fn list_domains(id: &Identity, org_id: Uuid) -> Result<Vec<OrgDomain>, IdentityError> {

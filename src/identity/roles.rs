@@ -7,12 +7,18 @@
 //! acyclic. Every change runs in one transaction that first locks the org row and ends by
 //! recomputing the derived columns of the members it can affect ([`sync_org`] /
 //! [`sync_member`]), so those columns never disagree with the tables they come from.
+//!
+//! Each public mutation writes one audit row in that transaction. Idempotent calls that
+//! change nothing (granting a held permission, adding an existing edge, assigning a held
+//! role) still write their row, with `"changed": false` (or an empty membership diff).
+use super::audit::{self, Event};
 use super::{Identity, IdentityError};
 use crate::store::memberships::Membership;
 use crate::store::orgs::Org;
 use crate::store::roles::{Permission, Role};
 use crate::store::{self, Access, StoreError, TextList, Tx};
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
@@ -425,6 +431,10 @@ pub async fn create_role(
         .await
         .map_err(|e| role_conflict(e, &role.name))?;
     sync_org(&mut tx, org_id).await?;
+    let event = Event::new("role.created", "role", role.role_id)
+        .org(org_id)
+        .details(json!({ "name": role.name, "description": role.description }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(role)
 }
@@ -444,6 +454,10 @@ pub async fn rename_role(
         .map_err(|e| role_conflict(e, &name))?;
     store::memberships::rename_primary_role(&mut tx, org_id, &role.name, &name).await?;
     sync_org(&mut tx, org_id).await?;
+    let event = Event::new("role.renamed", "role", role_id)
+        .org(org_id)
+        .details(json!({ "name": { "before": role.name, "after": name } }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(Role { name, ..role })
 }
@@ -465,6 +479,10 @@ pub async fn delete_role(id: &Identity, org_id: Uuid, role_id: Uuid) -> Result<(
     }
     store::roles::delete_role(&mut tx, role_id).await?;
     sync_org(&mut tx, org_id).await?;
+    let event = Event::new("role.deleted", "role", role_id)
+        .org(org_id)
+        .details(json!({ "name": role.name }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -506,6 +524,10 @@ pub async fn create_permission(
             })
         })?;
     sync_org(&mut tx, org_id).await?;
+    let event = Event::new("permission.created", "permission", p.permission_id)
+        .org(org_id)
+        .details(json!({ "name": p.name, "description": p.description }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(p)
 }
@@ -526,6 +548,10 @@ pub async fn delete_permission(
     }
     store::roles::delete_permission(&mut tx, permission_id).await?;
     sync_org(&mut tx, org_id).await?;
+    let event = Event::new("permission.deleted", "permission", permission_id)
+        .org(org_id)
+        .details(json!({ "name": p.name }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -552,11 +578,14 @@ pub async fn grant_permission(
     permission_id: Uuid,
 ) -> Result<(), IdentityError> {
     let (mut tx, _) = begin_org(id, org_id).await?;
-    role_in(&mut tx, org_id, role_id).await?;
-    permission_in(&mut tx, org_id, permission_id).await?;
-    if store::roles::grant(&mut tx, role_id, permission_id).await? {
+    let role = role_in(&mut tx, org_id, role_id).await?;
+    let p = permission_in(&mut tx, org_id, permission_id).await?;
+    let changed = store::roles::grant(&mut tx, role_id, permission_id).await?;
+    if changed {
         sync_org(&mut tx, org_id).await?;
     }
+    let event = grant_event("role_permission.granted", org_id, &role, &p, changed);
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -568,16 +597,69 @@ pub async fn revoke_permission(
     permission_id: Uuid,
 ) -> Result<(), IdentityError> {
     let (mut tx, _) = begin_org(id, org_id).await?;
-    role_in(&mut tx, org_id, role_id).await?;
-    permission_in(&mut tx, org_id, permission_id).await?;
+    let role = role_in(&mut tx, org_id, role_id).await?;
+    let p = permission_in(&mut tx, org_id, permission_id).await?;
     if !store::roles::revoke(&mut tx, role_id, permission_id).await? {
         return Err(IdentityError::NotFound {
             what: "permission grant",
         });
     }
     sync_org(&mut tx, org_id).await?;
+    let event = grant_event("role_permission.revoked", org_id, &role, &p, true);
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(())
+}
+
+fn grant_event(
+    action: &'static str,
+    org_id: Uuid,
+    role: &Role,
+    p: &Permission,
+    changed: bool,
+) -> Event<'static> {
+    Event::new(
+        action,
+        "role_permission",
+        audit::pair(role.role_id, p.permission_id),
+    )
+    .org(org_id)
+    .details(json!({ "role": role.name, "permission": p.name, "changed": changed }))
+}
+
+fn inheritance_event(
+    action: &'static str,
+    org_id: Uuid,
+    role: &Role,
+    parent: &Role,
+    changed: bool,
+) -> Event<'static> {
+    Event::new(
+        action,
+        "role_inheritance",
+        audit::pair(role.role_id, parent.role_id),
+    )
+    .org(org_id)
+    .details(json!({ "role": role.name, "parent_role": parent.name, "changed": changed }))
+}
+
+/// `user_role.*` with the member's row before/after (an empty diff: nothing changed).
+fn assignment_event(
+    action: &'static str,
+    org_id: Uuid,
+    role: &Role,
+    before: &Membership,
+    after: &Membership,
+) -> Event<'static> {
+    let mut details = audit::diff_of(before, after, &[]);
+    details["role"] = json!(role.name);
+    Event::new(
+        action,
+        "user_role",
+        audit::pair(after.user_id, role.role_id),
+    )
+    .org(org_id)
+    .details(details)
 }
 
 /// Makes `role_id` include `parent_role_id`. A self-parent or an edge closing a cycle is
@@ -589,16 +671,19 @@ pub async fn add_inheritance(
     parent_role_id: Uuid,
 ) -> Result<(), IdentityError> {
     let (mut tx, _) = begin_org(id, org_id).await?;
-    role_in(&mut tx, org_id, role_id).await?;
-    role_in(&mut tx, org_id, parent_role_id).await?;
+    let role = role_in(&mut tx, org_id, role_id).await?;
+    let parent = role_in(&mut tx, org_id, parent_role_id).await?;
     // The org lock taken above keeps a concurrent edge from slipping past this check.
     let graph = load_graph(&mut tx, org_id).await?;
     if graph.would_cycle(role_id, parent_role_id) {
         return Err(IdentityError::InheritanceCycle);
     }
-    if store::roles::add_edge(&mut tx, role_id, parent_role_id).await? {
+    let changed = store::roles::add_edge(&mut tx, role_id, parent_role_id).await?;
+    if changed {
         sync_org(&mut tx, org_id).await?;
     }
+    let event = inheritance_event("role_inheritance.added", org_id, &role, &parent, changed);
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -610,14 +695,16 @@ pub async fn remove_inheritance(
     parent_role_id: Uuid,
 ) -> Result<(), IdentityError> {
     let (mut tx, _) = begin_org(id, org_id).await?;
-    role_in(&mut tx, org_id, role_id).await?;
-    role_in(&mut tx, org_id, parent_role_id).await?;
+    let role = role_in(&mut tx, org_id, role_id).await?;
+    let parent = role_in(&mut tx, org_id, parent_role_id).await?;
     if !store::roles::remove_edge(&mut tx, role_id, parent_role_id).await? {
         return Err(IdentityError::NotFound {
             what: "inheritance",
         });
     }
     sync_org(&mut tx, org_id).await?;
+    let event = inheritance_event("role_inheritance.removed", org_id, &role, &parent, true);
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -632,14 +719,16 @@ pub async fn assign_role(
 ) -> Result<Membership, IdentityError> {
     let (mut tx, org) = begin_org(id, org_id).await?;
     let role = role_in(&mut tx, org_id, role_id).await?;
-    let m = membership_in(&mut tx, org_id, user_id).await?;
+    let before = membership_in(&mut tx, org_id, user_id).await?;
     let now = id.clock.now();
     let m = if org.org_role_structure == RoleStructure::SingleRole.as_str() {
-        replace_primary(&mut tx, &org, &m, &role, now).await?
+        replace_primary(&mut tx, &org, &before, &role, now).await?
     } else {
         store::roles::assign(&mut tx, user_id, role_id, now).await?;
         sync_member(&mut tx, org_id, user_id).await?
     };
+    let event = assignment_event("user_role.assigned", org_id, &role, &before, &m);
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(m)
 }
@@ -654,8 +743,8 @@ pub async fn unassign_role(
 ) -> Result<Membership, IdentityError> {
     let (mut tx, _) = begin_org(id, org_id).await?;
     let role = role_in(&mut tx, org_id, role_id).await?;
-    let m = membership_in(&mut tx, org_id, user_id).await?;
-    if m.user_role == role.name {
+    let before = membership_in(&mut tx, org_id, user_id).await?;
+    if before.user_role == role.name {
         return Err(IdentityError::invalid(
             "role_id",
             "is the member's primary role; set another primary role instead",
@@ -667,6 +756,8 @@ pub async fn unassign_role(
         });
     }
     let m = sync_member(&mut tx, org_id, user_id).await?;
+    let event = assignment_event("user_role.unassigned", org_id, &role, &before, &m);
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(m)
 }

@@ -1,11 +1,16 @@
 //! Sessions: opened after every required factor, ended by expiry, idle timeout or revocation.
 //! Refresh tokens are 256-bit secrets stored only as SHA-256 hashes.
+//!
+//! Opening and revoking sessions is audited; validating a session and rotating its refresh
+//! token are authentication steps and are not.
+use super::audit::{self, Event};
 use super::{Identity, IdentityError};
 use crate::store::sessions::Session;
 use crate::store::{self, Inet, TextList};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -127,6 +132,16 @@ pub async fn create(id: &Identity, new: NewSession) -> Result<Issued, IdentityEr
         ACTIVITY_WRITE_INTERVAL_SECS,
     )
     .await?;
+    let mut event = Event::new("session.created", "session", session.session_id).details(json!({
+        "user_id": user.user_id,
+        "auth_methods": session.auth_methods,
+        "refresh_token_issued": refresh.is_some(),
+        "expires_at": session.expires_at,
+    }));
+    if let Some(org_id) = session.org_id {
+        event = event.org(org_id);
+    }
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     id.activity.seen(user.user_id, now.timestamp());
     Ok(Issued {
@@ -203,14 +218,22 @@ pub async fn rotate_refresh_token(
 
 /// Ends one session of a user (another user's session id is not found).
 pub async fn revoke(id: &Identity, user_id: Uuid, session_id: Uuid) -> Result<(), IdentityError> {
-    let mut c = id.db.conn().await?;
-    match store::sessions::get(&mut c, session_id).await? {
-        Some(s) if s.user_id == user_id => {
-            store::sessions::revoke(&mut c, session_id).await?;
-            Ok(())
-        }
-        _ => Err(IdentityError::NotFound { what: "session" }),
+    let mut tx = id.db.begin().await?;
+    let s = match store::sessions::get(&mut tx, session_id).await? {
+        Some(s) if s.user_id == user_id => s,
+        _ => return Err(IdentityError::NotFound { what: "session" }),
+    };
+    store::sessions::revoke(&mut tx, session_id).await?;
+    let mut event = Event::new("session.revoked", "session", session_id).details(json!({
+        "user_id": user_id,
+        "was_revoked": s.revoked,
+    }));
+    if let Some(org_id) = s.org_id {
+        event = event.org(org_id);
     }
+    audit::record(&mut tx, id, event).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Ends every session of the user except `keep`; returns how many.
@@ -219,14 +242,33 @@ pub async fn revoke_all_for_user(
     user_id: Uuid,
     keep: Option<Uuid>,
 ) -> Result<u64, IdentityError> {
-    let mut c = id.db.conn().await?;
-    Ok(store::sessions::revoke_all_for_user(&mut c, user_id, keep).await?)
+    let mut tx = id.db.begin().await?;
+    if store::users::get(&mut tx, user_id).await?.is_none() {
+        return Err(IdentityError::NotFound { what: "user" });
+    }
+    let n = store::sessions::revoke_all_for_user(&mut tx, user_id, keep).await?;
+    let event = Event::new("sessions.revoked", "user", user_id)
+        .details(json!({ "count": n, "kept_session_id": keep }));
+    audit::record(&mut tx, id, event).await?;
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// Ends every session opened for the org; returns how many.
 pub async fn revoke_all_for_org(id: &Identity, org_id: Uuid) -> Result<u64, IdentityError> {
-    let mut c = id.db.conn().await?;
-    Ok(store::sessions::revoke_all_for_org(&mut c, org_id).await?)
+    let mut tx = id.db.begin().await?;
+    if store::orgs::get(&mut tx, org_id).await?.is_none() {
+        return Err(IdentityError::NotFound {
+            what: "organization",
+        });
+    }
+    let n = store::sessions::revoke_all_for_org(&mut tx, org_id).await?;
+    let event = Event::new("sessions.revoked", "organization", org_id)
+        .org(org_id)
+        .details(json!({ "count": n }));
+    audit::record(&mut tx, id, event).await?;
+    tx.commit().await?;
+    Ok(n)
 }
 
 /// The user's usable sessions, newest first.

@@ -5,6 +5,7 @@
 //! only as its SHA-256. A token is void once used, once expired, once a newer one of the same
 //! kind is issued to the user (the older ones are marked used), and once the user's email
 //! differs from the address it was mailed to.
+use super::audit::{self, Event};
 use super::mailer::Email;
 use super::passwords::PasswordError;
 use super::users::normalize_email;
@@ -17,6 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use rand::RngCore as _;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use subtle::ConstantTimeEq as _;
@@ -133,13 +135,15 @@ fn ttl(d: Duration) -> Result<chrono::Duration, IdentityError> {
     chrono::Duration::from_std(d).map_err(|e| IdentityError::Internal(e.to_string()))
 }
 
-/// Issues a token of `kind` for `user`, marking the user's older unused ones used, in one
-/// transaction. Returns the secret (for the mail only).
+/// Issues a token of `kind` for `user`, marking the user's older unused ones used, and
+/// records `action` (never the token), in one transaction. Returns the secret (for the mail
+/// only).
 async fn issue(
     id: &Identity,
     kind: TokenKind,
     user: &User,
     lifetime: Duration,
+    action: &'static str,
 ) -> Result<Secret<String>, IdentityError> {
     let new = generate();
     let now = id.clock.now();
@@ -160,6 +164,11 @@ async fn issue(
             StoreError::ForeignKey => IdentityError::NotFound { what: "user" },
             other => other.into(),
         })?;
+    let event = Event::new(action, "user", user.user_id).details(json!({
+        "token_id": row.token_id,
+        "expires_at": row.expires_at,
+    }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(new.secret)
 }
@@ -224,7 +233,14 @@ pub async fn send_email_verification(id: &Identity, user_id: Uuid) -> Result<(),
         return Ok(());
     }
     let lifetime = id.config.tokens.email_verification_ttl;
-    let secret = issue(id, TokenKind::EmailVerification, &user, lifetime).await?;
+    let secret = issue(
+        id,
+        TokenKind::EmailVerification,
+        &user,
+        lifetime,
+        "user.email_verification_sent",
+    )
+    .await?;
     let url = link(&id.config.issuer, VERIFY_EMAIL_PATH, secret.expose());
     let text = format!(
         "Please confirm your email address by opening this link:\n\n{url}\n\n\
@@ -250,9 +266,16 @@ pub async fn verify_email(id: &Identity, token: &str) -> Result<User, IdentityEr
     let now = id.clock.now();
     let mut tx = id.db.begin().await?;
     let mut user = consume(&mut tx, kind, &row, &hash, now).await?;
+    let was_confirmed = user.email_confirmed;
     user.email_confirmed = true;
     store::users::update(&mut tx, &user).await?;
     store::tokens::invalidate_unused_for_user(&mut tx, kind, user.user_id, now).await?;
+    let event = Event::new("user.email_verified", "user", user.user_id).details(json!({
+        "token_id": row.token_id,
+        "email": user.email,
+        "email_confirmed": { "before": was_confirmed, "after": true },
+    }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(user)
 }
@@ -277,7 +300,15 @@ pub async fn request_password_reset(id: &Identity, email: &str) -> Result<(), Id
         return Ok(());
     };
     let lifetime = id.config.tokens.password_reset_ttl;
-    let secret = issue(id, TokenKind::PasswordReset, &user, lifetime).await?;
+    // The audit row is one more insert in the transaction existing accounts already pay for.
+    let secret = issue(
+        id,
+        TokenKind::PasswordReset,
+        &user,
+        lifetime,
+        "user.password_reset_requested",
+    )
+    .await?;
     let url = link(&id.config.issuer, RESET_PASSWORD_PATH, secret.expose());
     let text = format!(
         "Someone asked to reset the password of your account. To choose a new password, \
@@ -329,8 +360,13 @@ pub async fn reset_password(
     user.email_confirmed = true;
     store::users::update(&mut tx, &user).await?;
     store::users::clear_login_failures(&mut tx, user.user_id).await?;
-    store::sessions::revoke_all_for_user(&mut tx, user.user_id, None).await?;
+    let revoked = store::sessions::revoke_all_for_user(&mut tx, user.user_id, None).await?;
     store::tokens::invalidate_unused_for_user(&mut tx, kind, user.user_id, now).await?;
+    let event = Event::new("user.password_reset", "user", user.user_id).details(json!({
+        "token_id": row.token_id,
+        "sessions_revoked": revoked,
+    }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(user)
 }
@@ -380,9 +416,15 @@ pub async fn change_password(
         .ok_or(IdentityError::NotFound { what: "user" })?;
     user.update_password_required = false;
     store::users::update(&mut tx, &user).await?;
-    store::sessions::revoke_all_for_user(&mut tx, user_id, keep_session).await?;
+    let revoked = store::sessions::revoke_all_for_user(&mut tx, user_id, keep_session).await?;
     store::tokens::invalidate_unused_for_user(&mut tx, TokenKind::PasswordReset, user_id, now)
         .await?;
+    let event = Event::new("user.password_changed", "user", user_id).details(json!({
+        "current_password_checked": current.is_some(),
+        "sessions_revoked": revoked,
+        "kept_session_id": keep_session,
+    }));
+    audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(())
 }

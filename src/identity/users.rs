@@ -1,8 +1,10 @@
 //! Users.
+use super::audit::{self, Event};
 use super::{Identity, IdentityError};
 use crate::config::Secret;
 use crate::store::memberships::Membership;
-use crate::store::{self, Json, users::User};
+use crate::store::{self, Json, Tx, users::User};
+use serde_json::json;
 use uuid::Uuid;
 
 pub const MAX_EMAIL_LEN: usize = 254;
@@ -79,7 +81,8 @@ pub struct NewUser {
 /// The role a member gets when none is named.
 pub const DEFAULT_MEMBER_ROLE: &str = "member";
 
-/// Creates a user, its password and optional membership in one transaction.
+/// Creates a user, its password and optional membership in one transaction. Audited as one
+/// `user.created` row (with the org, when a membership is made, in `org_id` and details).
 pub async fn create(
     id: &Identity,
     new: NewUser,
@@ -119,6 +122,14 @@ pub async fn create(
         ),
         None => None,
     };
+    let mut details = json!({ "email": user.email, "has_password": user.has_password });
+    let mut event = Event::new("user.created", "user", user.user_id);
+    if let Some(m) = &membership {
+        details["org_id"] = json!(m.org_id);
+        details["role"] = json!(m.user_role);
+        event = event.org(m.org_id);
+    }
+    audit::record(&mut tx, id, event.details(details)).await?;
     tx.commit().await?;
     Ok((user, membership))
 }
@@ -196,11 +207,13 @@ fn check_picture_url(u: &str) -> Result<(), IdentityError> {
 
 /// Applies a patch. A changed email is no longer confirmed; a taken email or username is a
 /// conflict naming the field.
+/// Audited as `user.updated` with the before/after of each changed field.
 pub async fn update(id: &Identity, user_id: Uuid, patch: UserPatch) -> Result<User, IdentityError> {
     let mut tx = id.db.begin().await?;
     let mut user = store::users::get(&mut tx, user_id)
         .await?
         .ok_or(IdentityError::NotFound { what: "user" })?;
+    let before = user.clone();
     if let Some(email) = patch.email {
         let email = normalize_email(&email)?;
         if email != user.email {
@@ -260,6 +273,13 @@ pub async fn update(id: &Identity, user_id: Uuid, patch: UserPatch) -> Result<Us
     store::users::update(&mut tx, &user)
         .await
         .map_err(|e| taken(e, &user.email))?;
+    let changes = audit::diff_of(&before, &user, &[]);
+    audit::record(
+        &mut tx,
+        id,
+        Event::new("user.updated", "user", user_id).details(changes),
+    )
+    .await?;
     tx.commit().await?;
     Ok(user)
 }
@@ -270,56 +290,104 @@ pub async fn set_enabled(
     user_id: Uuid,
     enabled: bool,
 ) -> Result<User, IdentityError> {
-    set_state(id, user_id, |u| u.enabled = enabled, !enabled).await
+    let action = if enabled {
+        "user.enabled"
+    } else {
+        "user.disabled"
+    };
+    let mut tx = id.db.begin().await?;
+    let user = set_state(
+        &mut tx,
+        id,
+        user_id,
+        action,
+        |u| u.enabled = enabled,
+        !enabled,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(user)
 }
 
 /// Sets the admin lock (`locked`), ending every session; the user cannot sign in until
 /// unlocked.
 pub async fn lock(id: &Identity, user_id: Uuid) -> Result<User, IdentityError> {
-    set_state(id, user_id, |u| u.locked = true, true).await
+    let mut tx = id.db.begin().await?;
+    let user = set_state(
+        &mut tx,
+        id,
+        user_id,
+        "user.locked",
+        |u| u.locked = true,
+        true,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(user)
 }
 
 /// Lifts the admin lock and any temporary lockout after failed logins.
 pub async fn unlock(id: &Identity, user_id: Uuid) -> Result<User, IdentityError> {
     let mut tx = id.db.begin().await?;
-    let mut user = store::users::get(&mut tx, user_id)
-        .await?
-        .ok_or(IdentityError::NotFound { what: "user" })?;
-    user.locked = false;
-    store::users::update(&mut tx, &user).await?;
+    let user = set_state(
+        &mut tx,
+        id,
+        user_id,
+        "user.unlocked",
+        |u| u.locked = false,
+        false,
+    )
+    .await?;
     store::users::clear_login_failures(&mut tx, user_id).await?;
     tx.commit().await?;
     Ok(user)
 }
 
+/// Changes a user flag inside `tx`, optionally ending their sessions, and records `action`
+/// with the changed fields (and how many sessions ended).
 async fn set_state(
+    tx: &mut Tx,
     id: &Identity,
     user_id: Uuid,
+    action: &str,
     change: impl FnOnce(&mut User),
     revoke_sessions: bool,
 ) -> Result<User, IdentityError> {
-    let mut tx = id.db.begin().await?;
-    let mut user = store::users::get(&mut tx, user_id)
+    let mut user = store::users::get(tx, user_id)
         .await?
         .ok_or(IdentityError::NotFound { what: "user" })?;
+    let before = user.clone();
     change(&mut user);
-    store::users::update(&mut tx, &user).await?;
+    store::users::update(tx, &user).await?;
+    let mut details = audit::diff_of(&before, &user, &[]);
     if revoke_sessions {
-        store::sessions::revoke_all_for_user(&mut tx, user_id, None).await?;
+        let n = store::sessions::revoke_all_for_user(tx, user_id, None).await?;
+        details["sessions_revoked"] = json!(n);
     }
-    tx.commit().await?;
+    audit::record(tx, id, Event::new(action, "user", user_id).details(details)).await?;
     Ok(user)
 }
 
 /// Deletes a user and everything that belongs to them (sessions, memberships, credentials);
 /// history rows (audit, login attempts) keep their place with the user id cleared.
 pub async fn delete(id: &Identity, user_id: Uuid) -> Result<(), IdentityError> {
-    let mut c = id.db.conn().await?;
-    if store::users::delete(&mut c, user_id).await? {
-        Ok(())
-    } else {
-        Err(IdentityError::NotFound { what: "user" })
+    let mut tx = id.db.begin().await?;
+    let user = store::users::get(&mut tx, user_id)
+        .await?
+        .ok_or(IdentityError::NotFound { what: "user" })?;
+    // Recorded before the delete: a user deleting themselves is still a valid actor here
+    // (the row's `user_id` is then cleared by `ON DELETE SET NULL`).
+    audit::record(
+        &mut tx,
+        id,
+        Event::new("user.deleted", "user", user_id).details(json!({ "email": user.email })),
+    )
+    .await?;
+    if !store::users::delete(&mut tx, user_id).await? {
+        return Err(IdentityError::NotFound { what: "user" });
     }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// An administrator sets a user's password (policy checked). Every session of the user
@@ -341,6 +409,13 @@ pub async fn set_password(
     user.update_password_required = require_change;
     store::users::update(&mut tx, &user).await?;
     store::sessions::revoke_all_for_user(&mut tx, user_id, None).await?;
+    audit::record(
+        &mut tx,
+        id,
+        Event::new("user.password_set", "user", user_id)
+            .details(json!({ "require_change": require_change })),
+    )
+    .await?;
     tx.commit().await?;
     Ok(user)
 }
@@ -409,6 +484,17 @@ pub async fn import(id: &Identity, r: ImportRecord) -> Result<User, IdentityErro
     if let Some(h) = &r.password_hash {
         store::users::set_password_hash(&mut tx, user.user_id, h, now).await?;
     }
+    let details = json!({
+        "email": user.email,
+        "legacy_user_id": user.legacy_user_id,
+        "has_password": user.has_password,
+    });
+    audit::record(
+        &mut tx,
+        id,
+        Event::new("user.imported", "user", user.user_id).details(details),
+    )
+    .await?;
     tx.commit().await?;
     Ok(user)
 }
