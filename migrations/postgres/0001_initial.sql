@@ -82,6 +82,22 @@ CREATE TABLE waitlist_signups (
 );
 CREATE UNIQUE INDEX waitlist_signups_email_key ON waitlist_signups (lower(email));
 
+-- Single-use invitations mailed to a signup (256-bit secrets, stored as SHA-256). A newer
+-- invitation marks the older unused ones used.
+CREATE TABLE waitlist_invitations (
+    invitation_id uuid        NOT NULL PRIMARY KEY,
+    signup_id     uuid        NOT NULL REFERENCES waitlist_signups (signup_id) ON DELETE CASCADE,
+    token_hash    text        NOT NULL,
+    created_at    timestamptz NOT NULL,
+    expires_at    timestamptz NOT NULL,
+    used_at       timestamptz,
+    -- The account created with it.
+    user_id       uuid        REFERENCES users (user_id) ON DELETE SET NULL
+);
+CREATE UNIQUE INDEX waitlist_invitations_token_hash_key ON waitlist_invitations (token_hash);
+CREATE INDEX waitlist_invitations_signup_id_idx ON waitlist_invitations (signup_id);
+CREATE INDEX waitlist_invitations_user_id_idx ON waitlist_invitations (user_id);
+
 -- Roles and permissions
 
 CREATE TABLE roles (
@@ -471,10 +487,17 @@ CREATE TABLE impersonation_logs (
     started_at           timestamptz NOT NULL,
     ended_at             timestamptz,
     ip_address           inet,
-    user_agent           text
+    user_agent           text,
+    -- The org the admin acted through, the session opened for the impersonation, and
+    -- when it ends by itself (`impersonation.max_duration_secs` after the start).
+    org_id               uuid        REFERENCES organizations (org_id) ON DELETE SET NULL,
+    session_id           uuid        REFERENCES sessions (session_id) ON DELETE SET NULL,
+    expires_at           timestamptz NOT NULL
 );
 CREATE INDEX impersonation_logs_admin_user_id_idx ON impersonation_logs (admin_user_id);
 CREATE INDEX impersonation_logs_impersonated_user_id_idx ON impersonation_logs (impersonated_user_id);
+CREATE INDEX impersonation_logs_org_id_idx ON impersonation_logs (org_id);
+CREATE INDEX impersonation_logs_session_id_idx ON impersonation_logs (session_id);
 
 -- Password hashes live apart from `users` so no user read can carry one by accident.
 CREATE TABLE user_passwords (

@@ -6,7 +6,7 @@
 use super::audit::{self, Event};
 use super::{Identity, IdentityError};
 use crate::store::sessions::Session;
-use crate::store::{self, Inet, TextList};
+use crate::store::{self, Inet, TextList, Tx};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -34,6 +34,9 @@ pub struct NewSession {
     pub user_agent: Option<String>,
     /// Also issue a refresh token.
     pub with_refresh_token: bool,
+    /// The admin impersonating the user (see `identity::impersonation`); such a session
+    /// lasts at most `impersonation.max_duration`.
+    pub impersonator_id: Option<Uuid>,
 }
 
 /// A new session and, when asked for, its refresh token (shown once; only its hash is kept).
@@ -76,6 +79,23 @@ fn duration(d: std::time::Duration) -> chrono::Duration {
 /// Opens a session for a user who passed every required factor. Refused for a disabled or
 /// locked user, or one who must change their password first.
 pub async fn create(id: &Identity, new: NewSession) -> Result<Issued, IdentityError> {
+    let mut tx = id.db.begin().await?;
+    let issued = create_in(&mut tx, id, new).await?;
+    tx.commit().await?;
+    id.activity.seen(
+        issued.session.user_id,
+        issued.session.created_at.timestamp(),
+    );
+    Ok(issued)
+}
+
+/// [`create`] inside the caller's transaction (which must be committed for the session to
+/// exist).
+pub(crate) async fn create_in(
+    tx: &mut Tx,
+    id: &Identity,
+    new: NewSession,
+) -> Result<Issued, IdentityError> {
     if let Some(bad) = new
         .auth_methods
         .iter()
@@ -87,14 +107,13 @@ pub async fn create(id: &Identity, new: NewSession) -> Result<Issued, IdentityEr
         ));
     }
     let now = id.clock.now();
-    let mut tx = id.db.begin().await?;
-    let user = store::users::get(&mut tx, new.user_id)
+    let user = store::users::get(tx, new.user_id)
         .await?
         .ok_or(IdentityError::NotFound { what: "user" })?;
     if !user.enabled {
         return Err(IdentityError::AccountDisabled);
     }
-    let lock = store::users::lockout(&mut tx, user.user_id).await?;
+    let lock = store::users::lockout(tx, user.user_id).await?;
     let temp_lock = lock.and_then(|l| l.locked_until).filter(|u| *u > now);
     if user.locked || temp_lock.is_some() {
         return Err(IdentityError::AccountLocked { until: temp_lock });
@@ -103,19 +122,23 @@ pub async fn create(id: &Identity, new: NewSession) -> Result<Issued, IdentityEr
         return Err(IdentityError::PasswordChangeRequired);
     }
     if let Some(org_id) = new.org_id
-        && store::memberships::get(&mut tx, user.user_id, org_id)
+        && store::memberships::get(tx, user.user_id, org_id)
             .await?
             .is_none()
     {
         return Err(IdentityError::NotFound { what: "membership" });
     }
     let refresh = new.with_refresh_token.then(new_token);
+    let mut lifetime = duration(id.config.sessions.max_lifetime);
+    if new.impersonator_id.is_some() {
+        lifetime = lifetime.min(duration(id.config.impersonation.max_duration));
+    }
     let session = Session {
         session_id: Uuid::now_v7(),
         user_id: user.user_id,
         refresh_token: refresh.as_deref().map(hash_token),
         created_at: now,
-        expires_at: now + duration(id.config.sessions.max_lifetime),
+        expires_at: now + lifetime,
         revoked: false,
         ip_address: new.ip.map(Inet),
         user_agent: new.user_agent.map(|ua| ua.chars().take(512).collect()),
@@ -123,10 +146,11 @@ pub async fn create(id: &Identity, new: NewSession) -> Result<Issued, IdentityEr
         auth_methods: TextList(new.auth_methods),
         auth_time: now,
         last_seen_at: now,
+        impersonator_id: new.impersonator_id,
     };
-    store::sessions::insert(&mut tx, &session).await?;
+    store::sessions::insert(tx, &session).await?;
     store::users::touch_last_active(
-        &mut tx,
+        tx,
         user.user_id,
         now.timestamp(),
         ACTIVITY_WRITE_INTERVAL_SECS,
@@ -137,13 +161,12 @@ pub async fn create(id: &Identity, new: NewSession) -> Result<Issued, IdentityEr
         "auth_methods": session.auth_methods,
         "refresh_token_issued": refresh.is_some(),
         "expires_at": session.expires_at,
+        "impersonator_id": session.impersonator_id,
     }));
     if let Some(org_id) = session.org_id {
         event = event.org(org_id);
     }
-    audit::record(&mut tx, id, event).await?;
-    tx.commit().await?;
-    id.activity.seen(user.user_id, now.timestamp());
+    audit::record(tx, id, event).await?;
     Ok(Issued {
         session,
         refresh_token: refresh.map(crate::config::Secret::new),
@@ -328,6 +351,7 @@ mod tests {
             auth_methods: TextList::default(),
             auth_time: now,
             last_seen_at: now,
+            impersonator_id: None,
         }
     }
 

@@ -22,14 +22,17 @@ pub struct Session {
     pub auth_time: DateTime<Utc>,
     /// Last use, for the idle timeout; written at most once a minute.
     pub last_seen_at: DateTime<Utc>,
+    /// The admin impersonating `user_id` through this session (RFC 8693 `act`), if any.
+    pub impersonator_id: Option<Uuid>,
 }
 
 const COLUMNS: &str = "session_id, user_id, refresh_token, created_at, expires_at, revoked, \
-    ip_address, user_agent, org_id, auth_methods, auth_time, last_seen_at";
+    ip_address, user_agent, org_id, auth_methods, auth_time, last_seen_at, impersonator_id";
 
 pub async fn insert(a: &mut impl Access, s: &Session) -> Result<(), StoreError> {
     let sql = format!(
-        "INSERT INTO sessions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        "INSERT INTO sessions ({COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     );
     with_conn!(a, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(s.session_id)
@@ -44,6 +47,7 @@ pub async fn insert(a: &mut impl Access, s: &Session) -> Result<(), StoreError> 
         .bind(&s.auth_methods)
         .bind(s.auth_time)
         .bind(s.last_seen_at)
+        .bind(s.impersonator_id)
         .execute(&mut *c)
         .await?
         .rows_affected());

@@ -433,6 +433,7 @@ async fn sessions_expire_idle_and_revoke(db: TestDb) {
         ip: Some("2001:db8::7".parse().unwrap()),
         user_agent: Some("ua".into()),
         with_refresh_token: false,
+        impersonator_id: None,
     };
     let s = sessions::create(&id, new(None)).await.unwrap().session;
     assert_eq!(s.auth_methods.0, vec!["pwd", "otp"]);

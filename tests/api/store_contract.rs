@@ -267,6 +267,7 @@ async fn sessions_inet_expiry_and_revocation(db: TestDb) {
         auth_methods: TextList(vec!["pwd".into(), "otp".into()]),
         auth_time: created,
         last_seen_at: created + Duration::seconds(5),
+        impersonator_id: None,
     };
     let v4 = mk(Some("203.0.113.7"), at(0, 1), 3600, "hash-v4");
     let v6 = mk(Some("2001:db8::1"), at(10, 999_999), 3600, "hash-v6");
@@ -388,6 +389,7 @@ async fn deleting_a_user_cascades(db: TestDb) {
         auth_methods: TextList::default(),
         auth_time: at(0, 0),
         last_seen_at: at(0, 0),
+        impersonator_id: None,
     };
     sessions::insert(&mut c, &s).await.unwrap();
     users::set_password_hash(&mut c, u.user_id, "$argon2id$x", at(0, 0))

@@ -256,6 +256,7 @@ fn session(user_id: Uuid, now: DateTime<Utc>) -> Session {
         auth_methods: TextList(vec!["pwd".into()]),
         auth_time: now,
         last_seen_at: now,
+        impersonator_id: None,
     }
 }
 
