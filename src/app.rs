@@ -29,6 +29,8 @@ pub enum StartupError {
     Passwords(#[from] crate::identity::passwords::PasswordError),
     #[error("{0}")]
     Mail(#[from] crate::identity::mailer::MailError),
+    #[error("{0}")]
+    Metrics(#[from] http::metrics::RecorderError),
 }
 
 /// Opens the database named by the config and applies pending migrations.
@@ -63,6 +65,7 @@ pub fn identity(config: &Config, db: Db, clock: SharedClock) -> Result<Identity,
         data_key: Arc::new(keys::DataKey::ensure(&config.keys_dir)?),
         activity: Arc::default(),
         actor: Arc::default(),
+        metrics: Arc::default(),
         config: Arc::new(config.clone()),
     })
 }
@@ -71,6 +74,8 @@ pub fn identity(config: &Config, db: Db, clock: SharedClock) -> Result<Identity,
 pub struct App {
     pub state: AppState,
     listener: TcpListener,
+    /// The Prometheus listener and recorder, when `metrics.bind` is set.
+    metrics: Option<(TcpListener, metrics_exporter_prometheus::PrometheusHandle)>,
 }
 
 impl App {
@@ -120,6 +125,16 @@ impl App {
                     addr: config.bind,
                     source,
                 })?;
+        let metrics = match config.metrics.bind {
+            Some(addr) => {
+                let handle = http::metrics::install_recorder()?;
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?;
+                Some((l, handle))
+            }
+            None => None,
+        };
         let identity = identity(&config, db, clock)?;
         Ok(App {
             state: AppState {
@@ -127,12 +142,18 @@ impl App {
                 identity,
             },
             listener,
+            metrics,
         })
     }
 
     /// The address actually bound (port 0 resolved).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address `/metrics` is served on, when `metrics.bind` is set (port 0 resolved).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The full router.
@@ -147,14 +168,28 @@ impl App {
     }
 
     /// Serves `router` until `shutdown` resolves, then stops accepting and lets in-flight
-    /// requests finish for up to `http.shutdown_timeout`.
+    /// requests finish for up to `http.shutdown_timeout`. Meanwhile serves `/metrics` when
+    /// configured, and flushes the counted metrics periodically and once more at the end.
     pub async fn serve_with(
         self,
         router: http::Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let grace = self.state.config.http.shutdown_timeout;
-        http::serve(self.listener, router, shutdown, grace).await
+        let identity = self.state.identity;
+        let flusher = crate::identity::metrics::spawn_flusher(
+            identity.clone(),
+            crate::identity::metrics::FLUSH_INTERVAL,
+        );
+        let exporter = self
+            .metrics
+            .map(|(l, handle)| http::metrics::serve_metrics(l, handle, identity.db.clone()));
+        let served = http::serve(self.listener, router, shutdown, grace).await;
+        if let Some(task) = exporter {
+            task.abort();
+        }
+        flusher.stop().await;
+        served
     }
 
     pub async fn serve(

@@ -469,16 +469,24 @@ CREATE TABLE login_attempts (
 CREATE INDEX login_attempts_user_id_timestamp_idx ON login_attempts (user_id, timestamp);
 CREATE INDEX login_attempts_org_id_timestamp_idx ON login_attempts (org_id, timestamp);
 
+-- Product metrics. `day` is the UTC date of event_timestamp, written at insert so reports
+-- group by it with the same SQL on both backends. Aggregated events (tokens issued) are one
+-- row per minute whose event_id is derived from (type, org, client, minute), so nodes merge
+-- by upserting on the primary key and adding to event_count.
 CREATE TABLE metrics_events (
     event_id        BLOB    NOT NULL PRIMARY KEY,
     user_id         BLOB    REFERENCES users (user_id) ON DELETE SET NULL,
     org_id          BLOB    REFERENCES organizations (org_id) ON DELETE SET NULL,
     event_type      TEXT    NOT NULL,
     event_timestamp TEXT    NOT NULL,
-    metadata        TEXT    NOT NULL DEFAULT '{}'
+    metadata        TEXT    NOT NULL DEFAULT '{}',
+    day             TEXT    NOT NULL,
+    event_count     INTEGER NOT NULL DEFAULT 1 CHECK (event_count > 0)
 );
 CREATE INDEX metrics_events_org_id_event_timestamp_idx ON metrics_events (org_id, event_timestamp);
 CREATE INDEX metrics_events_user_id_idx ON metrics_events (user_id);
+CREATE INDEX metrics_events_type_day_idx ON metrics_events (event_type, day);
+CREATE INDEX metrics_events_type_org_day_idx ON metrics_events (event_type, org_id, day);
 
 CREATE TABLE impersonation_logs (
     log_id               BLOB    NOT NULL PRIMARY KEY,

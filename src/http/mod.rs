@@ -78,6 +78,8 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
                 ))
                 .layer(RequestBodyLimitLayer::new(body_limit)),
         )
+        // Outside the stack above so timeouts and body-limit answers are counted too.
+        .layer(axum::middleware::from_fn(metrics::track))
 }
 
 /// The span every log line of a request carries: method, path (never the query, which may

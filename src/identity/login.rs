@@ -53,6 +53,17 @@ pub async fn authenticate(
     password: &Secret<String>,
     ctx: &LoginContext,
 ) -> Result<LoginOutcome, IdentityError> {
+    let r = check_password(id, email, password, ctx).await;
+    super::metrics::observe_password_login(id, ctx.org_id, &r).await;
+    r
+}
+
+async fn check_password(
+    id: &Identity,
+    email: &str,
+    password: &Secret<String>,
+    ctx: &LoginContext,
+) -> Result<LoginOutcome, IdentityError> {
     let now = id.clock.now();
     let found = match normalize_email(email) {
         Ok(email) => {
@@ -126,6 +137,17 @@ pub async fn authenticate(
 /// so the second factor cannot be guessed either. Returns the RFC 8176 `amr` values for the
 /// session (`["pwd", "otp", "mfa"]`).
 pub async fn second_factor(
+    id: &Identity,
+    user_id: Uuid,
+    code: &str,
+    ctx: &LoginContext,
+) -> Result<Vec<String>, IdentityError> {
+    let r = check_second_factor(id, user_id, code, ctx).await;
+    super::metrics::observe_second_factor(id, user_id, ctx.org_id, &r).await;
+    r
+}
+
+async fn check_second_factor(
     id: &Identity,
     user_id: Uuid,
     code: &str,

@@ -40,6 +40,8 @@ pub struct Identity {
     pub activity: Arc<sessions::ActivityThrottle>,
     /// Who is acting through this handle (written to the audit log).
     pub actor: Arc<audit::Actor>,
+    /// Tokens issued, counted in memory until the next metrics flush.
+    pub metrics: Arc<metrics::Accumulator>,
     pub config: Arc<Config>,
 }
 

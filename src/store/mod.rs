@@ -394,6 +394,29 @@ impl Db {
     }
 }
 
+/// How many connections a pool holds, how many of them are idle, and its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+impl Db {
+    /// The pool's current occupancy (for the metrics gauges); no database round trip.
+    pub fn pool_stats(&self) -> PoolStats {
+        let (size, idle, max) = match self {
+            Db::Sqlite(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
+            Db::Postgres(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
+        };
+        PoolStats {
+            size,
+            idle: u32::try_from(idle).unwrap_or(u32::MAX),
+            max,
+        }
+    }
+}
+
 /// Which dialect a concrete connection speaks: the named exception for the rare statement
 /// that cannot be written in the common subset (catalog queries).
 pub trait Dialect {
