@@ -130,6 +130,8 @@ pub async fn create(
         event = event.org(m.org_id);
     }
     audit::record(&mut tx, id, event.details(details)).await?;
+    let org_id = membership.as_ref().map(|m| m.org_id);
+    super::metrics::record_signup(&mut tx, id, user.user_id, org_id).await?;
     tx.commit().await?;
     Ok((user, membership))
 }

@@ -187,6 +187,10 @@ async fn signups_and_scim_provisioning_join_the_callers_transaction(db: TestDb) 
     let id = identity_with_clock(&db, clock.clone()).await;
     let org = orgs::create(&id, "Acme", None).await.unwrap().org_id;
     let ada = user(&id, "ada@example.com", None).await;
+    // users::create records its own signup (no org).
+    let own = events(&id, USER_SIGNED_UP).await;
+    assert_eq!(own.len(), 1);
+    assert_eq!((own[0].user_id, own[0].org_id), (Some(ada), None));
 
     // Rolled back with the caller's transaction: nothing recorded.
     let mut tx = id.db.begin().await.unwrap();
@@ -205,7 +209,7 @@ async fn signups_and_scim_provisioning_join_the_callers_transaction(db: TestDb) 
     .await
     .unwrap();
     drop(tx);
-    assert!(events(&id, USER_SIGNED_UP).await.is_empty());
+    assert_eq!(events(&id, USER_SIGNED_UP).await, own);
     assert!(events(&id, SCIM_PROVISIONED).await.is_empty());
 
     // Committed: one row each.
@@ -224,7 +228,11 @@ async fn signups_and_scim_provisioning_join_the_callers_transaction(db: TestDb) 
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    let s = events(&id, USER_SIGNED_UP).await;
+    let s: Vec<_> = events(&id, USER_SIGNED_UP)
+        .await
+        .into_iter()
+        .filter(|e| e.org_id == Some(org))
+        .collect();
     assert_eq!(s.len(), 1);
     assert_eq!((s[0].user_id, s[0].org_id), (Some(ada), Some(org)));
     assert_eq!(s[0].event_timestamp, clock.now());
