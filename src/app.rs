@@ -65,6 +65,7 @@ pub fn identity(config: &Config, db: Db, clock: SharedClock) -> Result<Identity,
         data_key: Arc::new(keys::DataKey::ensure(&config.keys_dir)?),
         activity: Arc::default(),
         actor: Arc::default(),
+        unknown_logins: Arc::default(),
         metrics: Arc::default(),
         config: Arc::new(config.clone()),
     })

@@ -65,32 +65,47 @@ async fn check_password(
     ctx: &LoginContext,
 ) -> Result<LoginOutcome, IdentityError> {
     let now = id.clock.now();
-    let found = match normalize_email(email) {
+    let ctx = &known_org(id, ctx).await?;
+    let normalized = normalize_email(email);
+    let found = match &normalized {
         Ok(email) => {
             let mut c = id.db.conn().await?;
-            match store::users::find_by_email(&mut c, &email).await? {
+            match store::users::find_by_email(&mut c, email).await? {
                 Some(user) => {
                     let hash = store::users::password_hash(&mut c, user.user_id).await?;
-                    let lock = store::users::lockout(&mut c, user.user_id).await?;
-                    Some((user, hash, lock))
+                    Some((user, hash))
                 }
                 None => None,
             }
         }
         Err(_) => None,
     };
-    let Some((user, hash, lock)) = found else {
+    let Some((user, hash)) = found else {
+        // No account: the same work and the same answers as for a wrong password,
+        // including a lock after repeated tries, so nothing tells the two apart.
+        let key = normalized.unwrap_or_else(|_| email.trim().to_lowercase());
+        let limits = Limits::new(id);
+        let count = id.unknown_logins.count(&key, now, &limits);
         dummy(id, password).await?;
         record(id, None, ctx, now, false).await?;
-        return Err(IdentityError::InvalidCredentials);
+        return Err(match count {
+            Err(until) => IdentityError::AccountLocked { until: Some(until) },
+            Ok(n) if n >= limits.max => {
+                let until = now + limits.lockout;
+                id.unknown_logins.lock(&key, until);
+                IdentityError::AccountLocked { until: Some(until) }
+            }
+            Ok(_) => IdentityError::InvalidCredentials,
+        });
     };
-    if let Some(until) = lock.as_ref().and_then(|l| l.locked_until)
-        && temporarily_locked(Some(until), now)
-    {
-        dummy(id, password).await?;
-        record(id, Some(user.user_id), ctx, now, false).await?;
-        return Err(IdentityError::AccountLocked { until: Some(until) });
-    }
+    // Count the attempt before checking it, so concurrent guesses cannot all be checked.
+    let attempt = match count_attempt(id, &user, ctx, now).await? {
+        Ok(n) => n,
+        Err(locked) => {
+            dummy(id, password).await?;
+            return Err(locked);
+        }
+    };
     let verified = match &hash {
         Some(h) => id.passwords.verify(password, h).await.map_err(internal)?,
         None => {
@@ -99,37 +114,119 @@ async fn check_password(
         }
     };
     if !verified {
-        return Err(failure(id, &user, ctx, now).await?);
+        return Err(failure(id, &user, ctx, now, attempt).await?);
     }
     // The password is right: from here on the caller may learn the account's state.
-    record(id, Some(user.user_id), ctx, now, true).await?;
-    if !user.enabled {
-        return Err(IdentityError::AccountDisabled);
-    }
-    if user.locked {
-        return Err(IdentityError::AccountLocked { until: None });
-    }
     let mut c = id.db.conn().await?;
     store::users::clear_login_failures(&mut c, user.user_id).await?;
-    if let Some(h) = &hash
-        && id.passwords.needs_rehash(h)
-    {
-        // Imported (bcrypt) or old-parameter hashes move to the current argon2id.
-        let fresh = id.passwords.hash_any(password).await.map_err(internal)?;
-        store::users::set_password_hash(&mut c, user.user_id, &fresh, now).await?;
-        tracing::info!(user_id = %user.user_id, "password rehashed to current parameters");
-    }
     drop(c);
-    if let Some(org_id) = ctx.org_id {
-        check_org(id, org_id, &user).await?;
+    let refused = if !user.enabled {
+        Some(IdentityError::AccountDisabled)
+    } else if user.locked {
+        Some(IdentityError::AccountLocked { until: None })
+    } else if let Some(org_id) = ctx.org_id {
+        check_org(id, org_id, &user).await.err()
+    } else {
+        None
+    };
+    if let Some(e) = refused {
+        record(id, Some(user.user_id), ctx, now, false).await?;
+        return Err(e);
+    }
+    record(id, Some(user.user_id), ctx, now, true).await?;
+    if let Some(old) = &hash
+        && id.passwords.needs_rehash(old)
+    {
+        // Imported (bcrypt) or old-parameter hashes move to the current argon2id, unless
+        // the password changed meanwhile.
+        let fresh = id.passwords.hash_any(password).await.map_err(internal)?;
+        let mut c = id.db.conn().await?;
+        if store::users::replace_password_hash(&mut c, user.user_id, old, &fresh, now).await? {
+            tracing::info!(user_id = %user.user_id, "password rehashed to current parameters");
+        }
+    }
+    // The second factor comes before anything the password alone would unlock (such as
+    // choosing a new password).
+    if super::mfa::mfa_required(id, user.user_id, ctx.org_id).await? {
+        return Ok(LoginOutcome::MfaRequired { user });
     }
     if user.update_password_required {
         return Err(IdentityError::PasswordChangeRequired);
     }
-    if super::mfa::mfa_required(id, user.user_id, ctx.org_id).await? {
-        return Ok(LoginOutcome::MfaRequired { user });
-    }
     Ok(LoginOutcome::Authenticated { user })
+}
+
+/// The lockout policy from the configuration.
+struct Limits {
+    max: u32,
+    window: chrono::Duration,
+    lockout: chrono::Duration,
+}
+
+impl Limits {
+    fn new(id: &Identity) -> Self {
+        let cfg = &id.config.login;
+        let d = |d| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        Limits {
+            max: cfg.max_failures,
+            window: d(cfg.failure_window),
+            lockout: d(cfg.lockout),
+        }
+    }
+}
+
+/// A context naming an org that does not exist is refused (and recorded without it).
+async fn known_org(id: &Identity, ctx: &LoginContext) -> Result<LoginContext, IdentityError> {
+    if let Some(org_id) = ctx.org_id {
+        let mut c = id.db.conn().await?;
+        if store::orgs::get(&mut c, org_id).await?.is_none() {
+            let bare = LoginContext {
+                org_id: None,
+                ..ctx.clone()
+            };
+            record(id, None, &bare, id.clock.now(), false).await?;
+            return Err(IdentityError::NotFound {
+                what: "organization",
+            });
+        }
+    }
+    Ok(ctx.clone())
+}
+
+/// Counts an attempt against the user; `Err` (already recorded) when the account is
+/// temporarily locked, or this attempt is over the limit (which locks it).
+async fn count_attempt(
+    id: &Identity,
+    user: &User,
+    ctx: &LoginContext,
+    now: DateTime<Utc>,
+) -> Result<Result<u32, IdentityError>, IdentityError> {
+    let limits = Limits::new(id);
+    let mut c = id.db.conn().await?;
+    let state = store::users::count_login_attempt(&mut c, user.user_id, now, now - limits.window)
+        .await?
+        .ok_or(IdentityError::InvalidCredentials)?;
+    let count = u32::try_from(state.failed_login_count).unwrap_or(0);
+    let locked = if let Some(until) = state
+        .locked_until
+        .filter(|u| temporarily_locked(Some(*u), now))
+    {
+        Some(until)
+    } else if count > limits.max {
+        let until = now + limits.lockout;
+        store::users::lock_until(&mut c, user.user_id, until).await?;
+        Some(until)
+    } else {
+        None
+    };
+    drop(c);
+    match locked {
+        Some(until) => {
+            record(id, Some(user.user_id), ctx, now, false).await?;
+            Ok(Err(IdentityError::AccountLocked { until: Some(until) }))
+        }
+        None => Ok(Ok(count)),
+    }
 }
 
 /// The second step of a login that answered `MfaRequired`: a TOTP code (six digits) or a
@@ -154,30 +251,36 @@ async fn check_second_factor(
     ctx: &LoginContext,
 ) -> Result<Vec<String>, IdentityError> {
     let now = id.clock.now();
+    let ctx = &known_org(id, ctx).await?;
     let user = super::users::get(id, user_id).await?;
-    let mut c = id.db.conn().await?;
-    let lock = store::users::lockout(&mut c, user_id).await?;
-    drop(c);
-    if let Some(until) = lock.and_then(|l| l.locked_until)
-        && temporarily_locked(Some(until), now)
-    {
-        record(id, Some(user_id), ctx, now, false).await?;
-        return Err(IdentityError::AccountLocked { until: Some(until) });
-    }
-    let result = if super::mfa::normalize_totp_input(code).is_some() {
-        super::mfa::verify_totp(id, user_id, code).await
+    let attempt = match count_attempt(id, &user, ctx, now).await? {
+        Ok(n) => n,
+        Err(locked) => return Err(locked),
+    };
+    let (result, amr) = if super::mfa::normalize_totp_input(code).is_some() {
+        (
+            super::mfa::verify_totp(id, user_id, code).await,
+            vec!["pwd", "otp", "mfa"],
+        )
     } else {
-        super::mfa::use_recovery_code(id, user_id, code).await
+        // RFC 8176 has no value for a recovery code: it is a second factor, not an OTP.
+        (
+            super::mfa::use_recovery_code(id, user_id, code).await,
+            vec!["pwd", "mfa"],
+        )
     };
     match result {
         Ok(()) => {
             record(id, Some(user_id), ctx, now, true).await?;
             let mut c = id.db.conn().await?;
             store::users::clear_login_failures(&mut c, user_id).await?;
-            Ok(vec!["pwd".into(), "otp".into(), "mfa".into()])
+            if user.update_password_required {
+                return Err(IdentityError::PasswordChangeRequired);
+            }
+            Ok(amr.into_iter().map(String::from).collect())
         }
         Err(e @ (IdentityError::MfaCodeInvalid | IdentityError::MfaCodeReplayed)) => {
-            match failure(id, &user, ctx, now).await? {
+            match failure(id, &user, ctx, now, attempt).await? {
                 locked @ IdentityError::AccountLocked { .. } => Err(locked),
                 _ => Err(e),
             }
@@ -194,34 +297,87 @@ fn internal(e: super::passwords::PasswordError) -> IdentityError {
     IdentityError::Internal(e.to_string())
 }
 
-/// Counts a wrong password; the failure that reaches the limit answers `AccountLocked`.
+/// A wrong password or code (already counted as attempt number `attempt`): the one that
+/// reaches the limit locks the account and answers `AccountLocked`.
 async fn failure(
     id: &Identity,
     user: &User,
     ctx: &LoginContext,
     now: DateTime<Utc>,
+    attempt: u32,
 ) -> Result<IdentityError, IdentityError> {
-    let cfg = &id.config.login;
-    let window = chrono::Duration::from_std(cfg.failure_window).unwrap_or(chrono::Duration::MAX);
-    let lockout = chrono::Duration::from_std(cfg.lockout).unwrap_or(chrono::Duration::MAX);
+    let limits = Limits::new(id);
     let mut tx = id.db.begin().await?;
-    let state = store::users::record_login_failure(
-        &mut tx,
-        user.user_id,
-        now,
-        now - window,
-        i32::try_from(cfg.max_failures).unwrap_or(i32::MAX),
-        now + lockout,
-    )
-    .await?;
+    let locked = attempt >= limits.max;
+    let until = now + limits.lockout;
+    if locked {
+        store::users::lock_until(&mut tx, user.user_id, until).await?;
+    }
     insert_attempt(&mut tx, Some(user.user_id), ctx, now, false).await?;
     tx.commit().await?;
-    match state.and_then(|s| s.locked_until) {
-        Some(until) if temporarily_locked(Some(until), now) => {
-            tracing::warn!(user_id = %user.user_id, %until, "account temporarily locked after failed logins");
-            Ok(IdentityError::AccountLocked { until: Some(until) })
+    if locked {
+        tracing::warn!(user_id = %user.user_id, %until, "account temporarily locked after failed logins");
+        Ok(IdentityError::AccountLocked { until: Some(until) })
+    } else {
+        Ok(IdentityError::InvalidCredentials)
+    }
+}
+
+/// Failed-login bookkeeping for emails without an account, in memory, so that they lock
+/// like real accounts do (a lock that only real accounts showed would reveal them).
+#[derive(Debug, Default)]
+pub struct UnknownEmails {
+    entries: std::sync::Mutex<
+        std::collections::HashMap<[u8; 32], (u32, DateTime<Utc>, Option<DateTime<Utc>>)>,
+    >,
+}
+
+impl UnknownEmails {
+    /// Entries beyond this are dropped wholesale.
+    const MAX_ENTRIES: usize = 100_000;
+
+    fn key(email: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(email.as_bytes()).into()
+    }
+
+    /// Counts an attempt like `count_login_attempt`; `Err(until)` while locked or when the
+    /// count goes over the limit.
+    fn count(
+        &self,
+        email: &str,
+        now: DateTime<Utc>,
+        limits: &Limits,
+    ) -> Result<u32, DateTime<Utc>> {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= Self::MAX_ENTRIES {
+            map.clear();
         }
-        _ => Ok(IdentityError::InvalidCredentials),
+        let e = map.entry(Self::key(email)).or_insert((0, now, None));
+        match e.2 {
+            Some(until) if until > now => return Err(until),
+            Some(_) => *e = (0, now, None),
+            None => {}
+        }
+        e.0 = if e.1 < now - limits.window {
+            1
+        } else {
+            e.0 + 1
+        };
+        e.1 = now;
+        if e.0 > limits.max {
+            let until = now + limits.lockout;
+            e.2 = Some(until);
+            return Err(until);
+        }
+        Ok(e.0)
+    }
+
+    fn lock(&self, email: &str, until: DateTime<Utc>) {
+        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = map.get_mut(&Self::key(email)) {
+            e.2 = Some(until);
+        }
     }
 }
 

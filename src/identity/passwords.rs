@@ -19,6 +19,8 @@ pub struct Passwords {
     /// A hash of a random password with the current parameters, verified for unknown
     /// emails so a login's timing does not tell whether the account exists.
     dummy: Arc<tokio::sync::OnceCell<String>>,
+    /// Verifications performed (real and dummy), for tests of uniform work.
+    verifications: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The kind of a stored hash.
@@ -39,8 +41,12 @@ pub fn hash_kind(phc: &str) -> Option<HashKind> {
         PasswordHash::new(phc).ok().map(|_| HashKind::Argon2)
     } else if ["$2a$", "$2b$", "$2y$"].iter().any(|p| phc.starts_with(p)) {
         // $2b$NN$ + 53 characters of salt and hash.
-        (phc.len() == 60 && phc[4..6].chars().all(|c| c.is_ascii_digit()))
-            .then_some(HashKind::Bcrypt)
+        (phc.len() == 60
+            && phc
+                .as_bytes()
+                .get(4..6)
+                .is_some_and(|d| d.iter().all(u8::is_ascii_digit)))
+        .then_some(HashKind::Bcrypt)
     } else {
         None
     }
@@ -79,6 +85,7 @@ impl Passwords {
             min_length: cfg.min_length,
             permits: Arc::new(Semaphore::new(cores)),
             dummy: Arc::new(tokio::sync::OnceCell::new()),
+            verifications: Arc::default(),
         })
     }
 
@@ -124,6 +131,8 @@ impl Passwords {
         let Some(kind) = hash_kind(phc) else {
             return Ok(false);
         };
+        self.verifications
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pw = password.clone();
         let phc = phc.to_string();
         let argon2 = self.argon2();
@@ -138,6 +147,12 @@ impl Passwords {
             HashKind::Bcrypt => Ok(bcrypt::verify(pw.expose().as_bytes(), &phc).unwrap_or(false)),
         })
         .await
+    }
+
+    /// How many hashes this hasher has verified (real or dummy).
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// True when a stored hash should be replaced by one with the current parameters
@@ -255,7 +270,15 @@ mod tests {
         let current = p.hash(&pw).await.unwrap();
         assert!(!p.needs_rehash(&current));
         // Garbage never verifies and is not recognized.
-        for bad in ["", "plaintext", "$2b$xx$short", "$argon2id$garbage"] {
+        let multibyte = format!("$2b$€{}", "x".repeat(53));
+        assert_eq!(multibyte.len(), 60);
+        for bad in [
+            "",
+            "plaintext",
+            "$2b$xx$short",
+            "$argon2id$garbage",
+            multibyte.as_str(),
+        ] {
             assert_eq!(hash_kind(bad), None, "{bad}");
             assert!(!p.verify(&pw, bad).await.unwrap());
         }

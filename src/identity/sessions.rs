@@ -114,7 +114,9 @@ pub(crate) async fn create_in(
         return Err(IdentityError::AccountDisabled);
     }
     let lock = store::users::lockout(tx, user.user_id).await?;
-    let temp_lock = lock.and_then(|l| l.locked_until).filter(|u| *u > now);
+    let temp_lock = lock
+        .and_then(|l| l.locked_until)
+        .filter(|u| super::login::temporarily_locked(Some(*u), now));
     if user.locked || temp_lock.is_some() {
         return Err(IdentityError::AccountLocked { until: temp_lock });
     }
@@ -211,12 +213,8 @@ pub async fn rotate_refresh_token(
     let session = store::sessions::find_by_refresh_hash(&mut c, &old_hash)
         .await?
         .ok_or(IdentityError::TokenInvalid)?;
-    if session.revoked {
-        return Err(IdentityError::SessionRevoked);
-    }
-    if now >= session.expires_at {
-        return Err(IdentityError::SessionExpired);
-    }
+    // Revoked, past its lifetime, or idle too long: a refresh token cannot revive it.
+    check(&session, now, duration(id.config.sessions.idle_timeout))?;
     let fresh = new_token();
     if !store::sessions::rotate_refresh_hash(
         &mut c,

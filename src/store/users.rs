@@ -193,25 +193,23 @@ pub async fn lockout(a: &mut impl Access, user_id: Uuid) -> Result<Option<Lockou
     }))
 }
 
-/// Counts one failed login atomically: the count restarts at 1 when the previous failure is
-/// older than `window_start`; reaching `max_failures` sets `locked_until`. Returns the new state.
-pub async fn record_login_failure(
+/// Counts one login attempt against the user atomically, before its password is checked:
+/// the count restarts at 1 when the previous counted attempt is older than `window_start`
+/// or a temporary lock has run out (which is cleared).
+/// Returns the new state (`None` for an unknown user).
+pub async fn count_login_attempt(
     a: &mut impl Access,
     user_id: Uuid,
     now: DateTime<Utc>,
     window_start: DateTime<Utc>,
-    max_failures: i32,
-    lock_until: DateTime<Utc>,
 ) -> Result<Option<Lockout>, StoreError> {
     Ok(with_conn!(a, |c| sqlx::query_as(
         "UPDATE users SET
              failed_login_count = CASE
-                 WHEN last_failed_login_at IS NULL OR last_failed_login_at < $3 THEN 1
+                 WHEN last_failed_login_at IS NULL OR last_failed_login_at < $3
+                      OR locked_until <= $2 THEN 1
                  ELSE failed_login_count + 1 END,
-             locked_until = CASE
-                 WHEN (CASE WHEN last_failed_login_at IS NULL OR last_failed_login_at < $3 THEN 1
-                            ELSE failed_login_count + 1 END) >= $4 THEN $5
-                 ELSE locked_until END,
+             locked_until = CASE WHEN locked_until <= $2 THEN NULL ELSE locked_until END,
              last_failed_login_at = $2
          WHERE user_id = $1
          RETURNING failed_login_count, last_failed_login_at, locked_until"
@@ -219,10 +217,49 @@ pub async fn record_login_failure(
     .bind(user_id)
     .bind(now)
     .bind(window_start)
-    .bind(max_failures)
-    .bind(lock_until)
     .fetch_optional(&mut *c)
     .await?))
+}
+
+/// Sets a temporary lock ending at `until`, unless one ending later is already set.
+pub async fn lock_until(
+    a: &mut impl Access,
+    user_id: Uuid,
+    until: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    with_conn!(a, |c| sqlx::query(
+        "UPDATE users SET locked_until = $2
+         WHERE user_id = $1 AND (locked_until IS NULL OR locked_until < $2)"
+    )
+    .bind(user_id)
+    .bind(until)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+/// Replaces the password hash only if it is still `old` (a rehash at login must not undo a
+/// password change that committed meanwhile). Returns whether it was replaced.
+pub async fn replace_password_hash(
+    a: &mut impl Access,
+    user_id: Uuid,
+    old: &str,
+    new: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE user_passwords SET password_hash = $3, updated_at = $4
+         WHERE user_id = $1 AND password_hash = $2"
+    )
+    .bind(user_id)
+    .bind(old)
+    .bind(new)
+    .bind(at)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
 }
 
 /// Clears the failure count and any temporary lock (after a success, or an admin unlock).

@@ -785,11 +785,144 @@ async fn second_factor_completes_login_and_counts_failures(db: TestDb) {
     let amr = second_factor(&id, u.user_id, &recovery.0[0].to_uppercase(), &ctx())
         .await
         .unwrap();
-    assert_eq!(amr, vec!["pwd", "otp", "mfa"]);
+    assert_eq!(amr, vec!["pwd", "mfa"], "a recovery code is not an OTP");
     assert!(
         second_factor(&id, u.user_id, &recovery.0[0], &ctx())
             .await
             .is_err()
+    );
+    db.drop_database().await;
+}
+
+on_both_databases!(
+    concurrent_guesses_cannot_outrun_the_lockout,
+    unknown_emails_lock_like_real_ones,
+    mfa_comes_before_a_forced_password_change,
+    a_refresh_token_cannot_revive_an_idle_session,
+    an_unknown_org_context_is_refused_and_recorded_without_it,
+);
+
+async fn concurrent_guesses_cannot_outrun_the_lockout(db: TestDb) {
+    let (id, _) = setup(&db).await;
+    user(&id, "rio@example.com").await;
+    let bad = pw("a wrong guess!!");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (id, bad) = (id.clone(), bad.clone());
+            tokio::spawn(async move { authenticate(&id, "rio@example.com", &bad, &ctx()).await })
+        })
+        .collect();
+    let mut invalid = 0;
+    let mut locked = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Err(IdentityError::InvalidCredentials) => invalid += 1,
+            Err(IdentityError::AccountLocked { until: Some(_) }) => locked += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    // Attempts are counted before they are checked: only the first two (of max 3) are
+    // answered as wrong; the third locks, the rest are refused unchecked.
+    assert_eq!((invalid, locked), (2, 18));
+    let e = authenticate(&id, "rio@example.com", &pw(PW), &ctx())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::AccountLocked { .. }), "{e:?}");
+    db.drop_database().await;
+}
+
+async fn unknown_emails_lock_like_real_ones(db: TestDb) {
+    let (id, clock) = setup(&db).await;
+    user(&id, "sal@example.com").await;
+    let bad = pw("a wrong guess!!");
+    for email in ["sal@example.com", "nobody-here@example.com"] {
+        let before = id.passwords.verifications();
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            let e = authenticate(&id, email, &bad, &ctx()).await.unwrap_err();
+            answers.push(match e {
+                IdentityError::InvalidCredentials => "invalid",
+                IdentityError::AccountLocked { until: Some(t) } => {
+                    assert_eq!(t, clock.now() + Duration::seconds(900));
+                    "locked"
+                }
+                other => panic!("{other:?}"),
+            });
+        }
+        assert_eq!(
+            answers,
+            ["invalid", "invalid", "locked", "locked"],
+            "{email}"
+        );
+        // One (real or dummy) verification per attempt either way.
+        assert_eq!(id.passwords.verifications() - before, 4, "{email}");
+    }
+    db.drop_database().await;
+}
+
+async fn mfa_comes_before_a_forced_password_change(db: TestDb) {
+    let (id, _) = setup(&db).await;
+    let u = user(&id, "tia@example.com").await;
+    let mut c = id.db.conn().await.unwrap();
+    let mut row = store::users::get(&mut c, u.user_id).await.unwrap().unwrap();
+    row.mfa_enabled = true;
+    row.update_password_required = true;
+    store::users::update(&mut c, &row).await.unwrap();
+    drop(c);
+    let out = authenticate(&id, "tia@example.com", &pw(PW), &ctx())
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, LoginOutcome::MfaRequired { .. }),
+        "the password alone must not reach the password change"
+    );
+    db.drop_database().await;
+}
+
+async fn a_refresh_token_cannot_revive_an_idle_session(db: TestDb) {
+    let (id, clock) = setup(&db).await;
+    let u = user(&id, "uma@example.com").await;
+    let issued = sessions::create(
+        &id,
+        NewSession {
+            user_id: u.user_id,
+            with_refresh_token: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let token = issued.refresh_token.unwrap().expose().clone();
+    clock.advance(Duration::hours(4));
+    let e = sessions::rotate_refresh_token(&id, &token)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::SessionExpired), "{e:?}");
+    assert!(matches!(
+        sessions::validate(&id, issued.session.session_id).await,
+        Err(IdentityError::SessionExpired)
+    ));
+    db.drop_database().await;
+}
+
+async fn an_unknown_org_context_is_refused_and_recorded_without_it(db: TestDb) {
+    let (id, _) = setup(&db).await;
+    user(&id, "val@example.com").await;
+    let ghost = LoginContext {
+        org_id: Some(Uuid::now_v7()),
+        ..ctx()
+    };
+    let e = authenticate(&id, "val@example.com", &pw(PW), &ghost)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            IdentityError::NotFound {
+                what: "organization"
+            }
+        ),
+        "{e:?}"
     );
     db.drop_database().await;
 }
