@@ -121,6 +121,12 @@ impl App {
                     source,
                 })?;
         let identity = identity(&config, db, clock)?;
+        crate::identity::rate_limit::ensure_default_policies(&identity)
+            .await
+            .map_err(|e| StartupError::Database {
+                url: redact_database_url(config.database_url.expose()),
+                message: format!("rate-limit defaults: {e}"),
+            })?;
         Ok(App {
             state: AppState {
                 config: Arc::new(config),
@@ -154,7 +160,13 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let grace = self.state.config.http.shutdown_timeout;
-        http::serve(self.listener, router, shutdown, grace).await
+        let purger = crate::identity::rate_limit::spawn_purger(
+            self.state.identity.clone(),
+            crate::identity::rate_limit::PURGE_INTERVAL,
+        );
+        let served = http::serve(self.listener, router, shutdown, grace).await;
+        purger.abort();
+        served
     }
 
     pub async fn serve(

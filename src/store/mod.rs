@@ -186,6 +186,14 @@ const CONFLICT_FIELDS: &[(&str, &str)] = &[
     ("roles_org_name_key", "role_name"),
     ("permissions_org_name_key", "permission_name"),
     ("org_domains_domain_key", "domain"),
+    ("rate_limit_policies_name_key", "name"),
+    ("rate_limit_policies.name", "name"),
+    ("rate_limit_assignments_key", "assignment"),
+    ("api_key_rate_limits_pkey", "assignment"),
+    (
+        "api_key_rate_limits.api_key_id, api_key_rate_limits.policy_id",
+        "assignment",
+    ),
 ];
 
 impl StoreError {
