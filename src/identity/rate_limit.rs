@@ -13,8 +13,14 @@
 //! database already denied (counts never go down within a window), so it adds no allowed
 //! requests; it saves the policy read and the counter write for every further request of
 //! a caller that keeps going over its limit (the flooding case). Its one staleness: if a
-//! policy is raised, removed or unassigned mid-window, a node that cached a denial keeps
-//! denying that key until the window ends (at most `window_sec`).
+//! policy is raised, removed or unassigned mid-window on *another* node, a node that cached
+//! a denial keeps denying that key until the window ends (at most `window_sec`).
+//!
+//! **Policy cache.** Which policy applies to a (family, API key, user, org) is also kept
+//! per node for [`POLICY_CACHE_TTL_MS`], so a request under its limit costs one statement
+//! (the upsert). A change made on this node clears both caches at once; a change made on
+//! another node is seen here within that TTL, during which this node counts (exactly) under
+//! the policy it had. A cached policy deleted meanwhile is looked up again.
 use super::audit::{self, Event};
 use super::{Identity, IdentityError};
 use crate::config::{RateLimitConfig, RateSpec};
@@ -46,6 +52,9 @@ const PURGE_BATCH: i64 = 10_000;
 /// Most denials a node remembers; beyond it (after dropping expired ones) it stops adding
 /// and those keys go to the database.
 const FAST_PATH_CAPACITY: usize = 65_536;
+/// How long a node reuses the policy a lookup resolved to. A change made on another node
+/// takes effect here within this time; changes made on this node at once.
+pub const POLICY_CACHE_TTL_MS: i64 = 1000;
 
 /// What one counter counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -397,10 +406,35 @@ struct Denial {
     policy_id: i32,
 }
 
-/// Keys this node has seen denied, until their window ends.
+/// What selects a policy (the counted subject does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Lookup {
+    family: Family,
+    api_key_id: Option<Uuid>,
+    user_id: Option<Uuid>,
+    org_id: Option<Uuid>,
+}
+
+impl Lookup {
+    fn of(key: &RateKey) -> Self {
+        Lookup {
+            family: key.family,
+            api_key_id: key.subjects.api_key_id,
+            user_id: key.subjects.user_id,
+            org_id: key.subjects.org_id,
+        }
+    }
+}
+
+type CachedPolicy = (Arc<Policy>, DateTime<Utc>);
+
+/// One node's memory: keys it has seen denied (until their window ends) and the policy
+/// each lookup resolved to (for [`POLICY_CACHE_TTL_MS`]).
 #[derive(Debug)]
 pub struct FastPath {
     denied: Mutex<HashMap<RateKey, Denial>>,
+    /// The policy and when it was read.
+    policies: Mutex<HashMap<Lookup, CachedPolicy>>,
     capacity: usize,
 }
 
@@ -408,6 +442,7 @@ impl FastPath {
     pub fn new(capacity: usize) -> Self {
         FastPath {
             denied: Mutex::new(HashMap::new()),
+            policies: Mutex::new(HashMap::new()),
             capacity,
         }
     }
@@ -444,6 +479,36 @@ impl FastPath {
         map.insert(key.clone(), d);
     }
 
+    fn policy(&self, l: &Lookup, now: DateTime<Utc>) -> Option<Arc<Policy>> {
+        let map = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+        let (p, at) = map.get(l)?;
+        let age = (now - *at).num_milliseconds();
+        (0..POLICY_CACHE_TTL_MS)
+            .contains(&age)
+            .then(|| Arc::clone(p))
+    }
+
+    fn remember_policy(&self, l: Lookup, p: Arc<Policy>, now: DateTime<Utc>) {
+        let mut map = self.policies.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.capacity {
+            map.clear();
+        }
+        map.insert(l, (p, now));
+    }
+
+    /// Drops everything remembered (after this node changed a policy or assignment).
+    pub fn forget(&self) {
+        self.denied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// How many denials are remembered.
     pub fn len(&self) -> usize {
         self.denied.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
@@ -490,73 +555,103 @@ pub fn fast_path(id: &Identity) -> Arc<FastPath> {
 pub async fn check(id: &Identity, key: &RateKey) -> Result<Decision, IdentityError> {
     check_key(key)?;
     let now = id.clock.now();
-    let fast = fast_path(id);
-    if let Some(d) = fast.denied(key, now) {
+    let node = fast_path(id);
+    if let Some(d) = node.denied(key, now) {
         return Ok(d);
     }
-    let mut c = id.db.conn().await?;
-    let policy = match resolve(&mut c, key).await? {
+    let lookup = Lookup::of(key);
+    let (mut policy, mut cached) = match node.policy(&lookup, now) {
+        Some(p) => (p, true),
+        None => (fetch_policy(id, &node, lookup, key, now).await?, false),
+    };
+    loop {
+        let scope = Scope::parse(&policy.scope)?;
+        let (subject, user_id, org_id) = subject_for(scope, &key.subjects, &policy.name)?;
+        let limit = u32::try_from(policy.limit_count).unwrap_or(1);
+        let window_secs = u32::try_from(policy.window_sec).unwrap_or(1);
+        let (window_start, window_end) = window_bounds(now, window_secs);
+        let counter = CounterKey {
+            policy_id: policy.policy_id,
+            subject: &subject,
+            user_id,
+            org_id,
+            window_start,
+            window_end,
+        };
+        let mut c = id.db.conn().await?;
+        let count = match store::rate_limits::increment(&mut c, &counter, now).await {
+            Ok(n) => n,
+            // A cached policy deleted by another node: look again.
+            Err(StoreError::ForeignKey) if cached => {
+                drop(c);
+                node.forget();
+                policy = fetch_policy(id, &node, lookup, key, now).await?;
+                cached = false;
+                continue;
+            }
+            Err(StoreError::ForeignKey) => {
+                return Err(IdentityError::NotFound {
+                    what: match scope {
+                        Scope::User => "user",
+                        Scope::Org => "organization",
+                        _ => "rate-limit policy",
+                    },
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let d = decide(
+            i64::from(count),
+            limit,
+            window_secs,
+            policy.policy_id,
+            now,
+            window_end,
+        );
+        if !d.allowed {
+            let denial = Denial {
+                until: window_end,
+                limit,
+                window_secs,
+                policy_id: policy.policy_id,
+            };
+            node.remember(key, denial, now);
+        }
+        return Ok(d);
+    }
+}
+
+/// Reads the policy that applies from the database (recreating a missing family default)
+/// and caches it on this node.
+async fn fetch_policy(
+    id: &Identity,
+    node: &FastPath,
+    lookup: Lookup,
+    key: &RateKey,
+    now: DateTime<Utc>,
+) -> Result<Arc<Policy>, IdentityError> {
+    let found = resolve(id, key).await?;
+    let p = match found {
         Some(p) => p,
         None => {
             // The default was deleted behind our back (or this node never ran
             // `ensure_default_policies`): recreate it from the config.
-            drop(c);
             ensure_default(id, key.family).await?;
-            c = id.db.conn().await?;
-            resolve(&mut c, key).await?.ok_or(IdentityError::NotFound {
+            resolve(id, key).await?.ok_or(IdentityError::NotFound {
                 what: "rate-limit policy",
             })?
         }
     };
-    let scope = Scope::parse(&policy.scope)?;
-    let (subject, user_id, org_id) = subject_for(scope, &key.subjects, &policy.name)?;
-    let limit = u32::try_from(policy.limit_count).unwrap_or(1);
-    let window_secs = u32::try_from(policy.window_sec).unwrap_or(1);
-    let (window_start, window_end) = window_bounds(now, window_secs);
-    let counter = CounterKey {
-        policy_id: policy.policy_id,
-        subject: &subject,
-        user_id,
-        org_id,
-        window_start,
-        window_end,
-    };
-    let count = store::rate_limits::increment(&mut c, &counter, now)
-        .await
-        .map_err(|e| match e {
-            StoreError::ForeignKey => IdentityError::NotFound {
-                what: if user_id.is_some() {
-                    "user"
-                } else {
-                    "organization"
-                },
-            },
-            e => e.into(),
-        })?;
-    let d = decide(
-        i64::from(count),
-        limit,
-        window_secs,
-        policy.policy_id,
-        now,
-        window_end,
-    );
-    if !d.allowed {
-        let denial = Denial {
-            until: window_end,
-            limit,
-            window_secs,
-            policy_id: policy.policy_id,
-        };
-        fast.remember(key, denial, now);
-    }
-    Ok(d)
+    let p = Arc::new(p);
+    node.remember_policy(lookup, Arc::clone(&p), now);
+    Ok(p)
 }
 
-async fn resolve(c: &mut store::Conn, key: &RateKey) -> Result<Option<Policy>, IdentityError> {
+async fn resolve(id: &Identity, key: &RateKey) -> Result<Option<Policy>, IdentityError> {
     let s = &key.subjects;
+    let mut c = id.db.conn().await?;
     let found = store::rate_limits::candidates(
-        c,
+        &mut c,
         s.api_key_id,
         s.user_id,
         s.org_id,
@@ -605,6 +700,7 @@ async fn ensure_default(id: &Identity, f: Family) -> Result<Policy, IdentityErro
     if let Some(p) = store::rate_limits::insert_policy_if_absent(&mut tx, &fresh).await? {
         audit_policy(&mut tx, id, "rate_limit_policy.created", &p, to_json(&p)).await?;
         tx.commit().await?;
+        fast_path(id).forget();
         return Ok(p);
     }
     let before = store::rate_limits::get_policy_by_name(&mut tx, f.policy_name())
@@ -626,6 +722,7 @@ async fn ensure_default(id: &Identity, f: Family) -> Result<Policy, IdentityErro
     let details = audit::diff(&to_json(&before), &to_json(&after), &[]);
     audit_policy(&mut tx, id, "rate_limit_policy.updated", &after, details).await?;
     tx.commit().await?;
+    fast_path(id).forget();
     Ok(after)
 }
 
@@ -708,6 +805,7 @@ pub async fn create_policy(
     .map_err(|e| policy_conflict(e, &name))?;
     audit_policy(&mut tx, id, "rate_limit_policy.created", &p, to_json(&p)).await?;
     tx.commit().await?;
+    fast_path(id).forget();
     Ok(p)
 }
 
@@ -764,6 +862,7 @@ pub async fn update_policy(
     let details = audit::diff(&to_json(&before), &to_json(&after), &[]);
     audit_policy(&mut tx, id, "rate_limit_policy.updated", &after, details).await?;
     tx.commit().await?;
+    fast_path(id).forget();
     Ok(after)
 }
 
@@ -777,6 +876,7 @@ pub async fn delete_policy(id: &Identity, policy_id: i32) -> Result<(), Identity
     store::rate_limits::delete_policy(&mut tx, policy_id).await?;
     audit_policy(&mut tx, id, "rate_limit_policy.deleted", &p, to_json(&p)).await?;
     tx.commit().await?;
+    fast_path(id).forget();
     Ok(())
 }
 
@@ -886,6 +986,7 @@ pub async fn assign(id: &Identity, policy_id: i32, target: Target) -> Result<(),
     )
     .await?;
     tx.commit().await?;
+    fast_path(id).forget();
     Ok(())
 }
 
@@ -948,6 +1049,7 @@ pub async fn unassign(id: &Identity, policy_id: i32, target: Target) -> Result<(
     )
     .await?;
     tx.commit().await?;
+    fast_path(id).forget();
     Ok(())
 }
 
@@ -1193,6 +1295,40 @@ mod tests {
         f.remember(&key(3), d(200), at(150));
         assert!(f.denied(&key(3), at(150)).is_some());
         assert_eq!(f.len(), 2);
+    }
+
+    #[test]
+    fn policies_are_cached_for_the_ttl_and_forgotten_on_demand() {
+        let f = FastPath::new(2);
+        let key = RateKey::new(Family::Management).user(Uuid::now_v7());
+        let l = Lookup::of(&key);
+        assert_eq!(l, Lookup::of(&key.clone().ip("192.0.2.1".parse().unwrap())));
+        let p = Arc::new(policy(1, 5, 60));
+        f.remember_policy(l, Arc::clone(&p), at(100));
+        assert_eq!(f.policy(&l, at(100)).as_deref(), Some(&*p));
+        let almost = at(100) + chrono::Duration::milliseconds(POLICY_CACHE_TTL_MS - 1);
+        assert!(f.policy(&l, almost).is_some());
+        let expired = at(100) + chrono::Duration::milliseconds(POLICY_CACHE_TTL_MS);
+        assert!(f.policy(&l, expired).is_none());
+        assert!(
+            f.policy(&l, at(99)).is_none(),
+            "clock went back: not trusted"
+        );
+        let other = Lookup::of(&RateKey::new(Family::Login));
+        assert!(f.policy(&other, at(100)).is_none());
+        f.remember(
+            &key,
+            Denial {
+                until: at(160),
+                limit: 5,
+                window_secs: 60,
+                policy_id: 1,
+            },
+            at(100),
+        );
+        f.forget();
+        assert!(f.policy(&l, at(100)).is_none());
+        assert!(f.denied(&key, at(100)).is_none());
     }
 
     #[test]

@@ -28,6 +28,7 @@ on_both_databases!(
     concurrent_checks_allow_exactly_the_limit,
     two_nodes_together_never_exceed_the_limit,
     fast_path_denies_from_memory_without_writing,
+    policy_changes_on_another_node_apply_within_the_ttl,
     windows_roll_over_on_the_clock,
     most_specific_policy_applies,
     org_scoped_policy_is_shared_by_the_org,
@@ -417,6 +418,47 @@ async fn fast_path_denies_from_memory_without_writing(db: TestDb) {
     let d = rl::check(&b, &key).await.unwrap();
     assert!(d.allowed);
     assert_eq!(d.remaining, 99);
+    db.drop_database().await;
+}
+
+async fn policy_changes_on_another_node_apply_within_the_ttl(db: TestDb) {
+    let clock = FixedClock::new(t0());
+    let env = [("LINTEL_RATE_LIMITS_MANAGEMENT", "10/60")];
+    let a = node(&db, &clock, &env).await;
+    let b = node(&db, &clock, &env).await;
+    let u = user(&a, "ttl@example.com", None).await;
+    let p = rl::create_policy(&a, "ttl", Scope::User, 5, 60, None)
+        .await
+        .unwrap();
+    rl::assign_to_user(&a, p.policy_id, u).await.unwrap();
+    let key = RateKey::new(Family::Management)
+        .user(u)
+        .api_key(Uuid::now_v7());
+    assert_eq!(rl::check(&a, &key).await.unwrap().limit, 5);
+    // Node b raises the limit: node a keeps its cached policy for the TTL (still counting
+    // exactly, under the old limit), then sees the new one.
+    rl::update_policy(
+        &b,
+        p.policy_id,
+        PolicyUpdate {
+            limit_count: Some(7),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(rl::check(&b, &key).await.unwrap().limit, 7);
+    let d = rl::check(&a, &key).await.unwrap();
+    assert_eq!((d.limit, d.remaining), (5, 2), "same counter, old limit");
+    clock.advance(Duration::milliseconds(rl::POLICY_CACHE_TTL_MS));
+    let d = rl::check(&a, &key).await.unwrap();
+    assert_eq!((d.limit, d.remaining), (7, 3));
+    // Node b deletes the policy while node a has it cached: a's next check finds the
+    // policy gone and falls back to the family default at once.
+    rl::delete_policy(&b, p.policy_id).await.unwrap();
+    let d = rl::check(&a, &key).await.unwrap();
+    assert!(d.allowed);
+    assert_eq!((d.limit, d.remaining), (10, 9));
     db.drop_database().await;
 }
 
