@@ -8,7 +8,8 @@
 //! - `check/<backend>/denied_fast_path`: the same caller once over the limit (memory only).
 //! - After criterion, `CPU per check` lines: CPU time of this process (all threads, from
 //!   `/proc/self/task/*/schedstat`) over 20,000 sequential checks, divided by their number;
-//!   for PostgreSQL also the CPU of the database's server processes.
+//!   for PostgreSQL also the CPU of the database's server processes. `CPU per SELECT 1` is
+//!   the same for the cheapest statement, the floor of any database round trip.
 //!
 //! `cargo bench --bench rate_limit` (optimized) or `cargo bench --bench rate_limit --profile
 //! dev` (unoptimized, an upper bound).
@@ -175,6 +176,28 @@ async fn cpu_per_check(s: &Setup, key: &RateKey, what: &str) {
     println!("{line}");
 }
 
+/// The same measurement for `SELECT 1` through the same pool: the floor any statement
+/// pays in this build (driver, pool, runtime), to read the figures above against.
+async fn cpu_per_ping(s: &Setup) {
+    let pids = server_pids(s).await;
+    let (cpu0, srv0, t0) = (cpu_ns("/proc/self"), servers_cpu_ns(&pids), Instant::now());
+    for _ in 0..CPU_SAMPLES {
+        s.id.db.ping().await.expect("ping");
+    }
+    let (cpu1, srv1, wall) = (cpu_ns("/proc/self"), servers_cpu_ns(&pids), t0.elapsed());
+    let per = |ns: u64| ns as f64 / f64::from(CPU_SAMPLES) / 1000.0;
+    let mut line = format!(
+        "CPU per SELECT 1 {}: {:.1} µs in this process (wall {:.1} µs)",
+        s.name,
+        per(cpu1 - cpu0),
+        wall.as_secs_f64() * 1e6 / f64::from(CPU_SAMPLES)
+    );
+    if !pids.is_empty() {
+        line += &format!(", {:.1} µs in PostgreSQL", per(srv1 - srv0));
+    }
+    println!("{line}");
+}
+
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let mut setups = Vec::new();
@@ -205,6 +228,7 @@ fn main() {
     c.final_summary();
 
     for s in &setups {
+        rt.block_on(cpu_per_ping(s));
         rt.block_on(cpu_per_check(s, &s.allowed, "allowed"));
         rt.block_on(cpu_per_check(s, &s.denied, "denied_fast_path"));
     }
