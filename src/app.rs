@@ -66,6 +66,9 @@ pub fn identity(config: &Config, db: Db, clock: SharedClock) -> Result<Identity,
         activity: Arc::default(),
         actor: Arc::default(),
         unknown_logins: Arc::default(),
+        rate_limits: Arc::new(crate::identity::rate_limit::FastPath::new(
+            crate::identity::rate_limit::FAST_PATH_CAPACITY,
+        )),
         metrics: Arc::default(),
         config: Arc::new(config.clone()),
     })
@@ -137,6 +140,12 @@ impl App {
             None => None,
         };
         let identity = identity(&config, db, clock)?;
+        crate::identity::rate_limit::ensure_default_policies(&identity)
+            .await
+            .map_err(|e| StartupError::Database {
+                url: redact_database_url(config.database_url.expose()),
+                message: format!("rate-limit defaults: {e}"),
+            })?;
         Ok(App {
             state: AppState {
                 config: Arc::new(config),
@@ -182,6 +191,10 @@ impl App {
             identity.clone(),
             crate::identity::metrics::FLUSH_INTERVAL,
         );
+        let purger = crate::identity::rate_limit::spawn_purger(
+            identity.clone(),
+            crate::identity::rate_limit::PURGE_INTERVAL,
+        );
         let exporter = self
             .metrics
             .map(|(l, handle)| http::metrics::serve_metrics(l, handle, identity.db.clone()));
@@ -189,6 +202,7 @@ impl App {
         if let Some(task) = exporter {
             task.abort();
         }
+        purger.abort();
         flusher.stop().await;
         served
     }

@@ -418,9 +418,18 @@ CREATE TABLE rate_limit_counters (
     org_id       uuid        REFERENCES organizations (org_id) ON DELETE CASCADE,
     window_start timestamptz NOT NULL,
     count        integer     NOT NULL DEFAULT 0 CHECK (count >= 0),
-    last_updated timestamptz NOT NULL
+    last_updated timestamptz NOT NULL,
+    -- Who is counted, in the policy's scope: the IP (IPv6 by /64), user, org, API key or
+    -- client id. user_id / org_id repeat it for user / org scopes (so counters go with the
+    -- user or org); being derived from it, they need no place in the unique key.
+    subject      text        NOT NULL,
+    -- window_start + the policy's window_sec: the counter is dead after it (purge).
+    window_end   timestamptz NOT NULL
 );
-CREATE UNIQUE INDEX rate_limit_counters_key ON rate_limit_counters (policy_id, user_id, org_id, window_start) NULLS NOT DISTINCT;
+-- The upsert's ON CONFLICT target: plain NOT NULL columns, identical on both backends
+-- (an ifnull() expression index cannot be a conflict target on SQLite).
+CREATE UNIQUE INDEX rate_limit_counters_key ON rate_limit_counters (policy_id, subject, window_start);
+CREATE INDEX rate_limit_counters_window_end_idx ON rate_limit_counters (window_end);
 CREATE INDEX rate_limit_counters_user_id_idx ON rate_limit_counters (user_id);
 CREATE INDEX rate_limit_counters_org_id_idx ON rate_limit_counters (org_id);
 

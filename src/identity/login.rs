@@ -323,13 +323,14 @@ async fn failure(
     }
 }
 
+/// (attempts in the window, last attempt, temporary lock).
+type UnknownEntry = (u32, DateTime<Utc>, Option<DateTime<Utc>>);
+
 /// Failed-login bookkeeping for emails without an account, in memory, so that they lock
 /// like real accounts do (a lock that only real accounts showed would reveal them).
 #[derive(Debug, Default)]
 pub struct UnknownEmails {
-    entries: std::sync::Mutex<
-        std::collections::HashMap<[u8; 32], (u32, DateTime<Utc>, Option<DateTime<Utc>>)>,
-    >,
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], UnknownEntry>>,
 }
 
 impl UnknownEmails {

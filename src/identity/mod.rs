@@ -38,6 +38,8 @@ pub struct Identity {
     pub data_key: Arc<crate::keys::DataKey>,
     /// Bounds activity writes to one a minute per user.
     pub activity: Arc<sessions::ActivityThrottle>,
+    /// This node's rate-limit memory (denials until their window ends, policy cache).
+    pub rate_limits: Arc<rate_limit::FastPath>,
     /// Lockout bookkeeping for emails without an account.
     pub unknown_logins: Arc<login::UnknownEmails>,
     /// Who is acting through this handle (written to the audit log).

@@ -189,6 +189,14 @@ const CONFLICT_FIELDS: &[(&str, &str)] = &[
     ("waitlist_signups_email_key", "email"),
     ("waitlist_invitations_token_hash_key", "token"),
     ("waitlist_invitations.token_hash", "token"),
+    ("rate_limit_policies_name_key", "name"),
+    ("rate_limit_policies.name", "name"),
+    ("rate_limit_assignments_key", "assignment"),
+    ("api_key_rate_limits_pkey", "assignment"),
+    (
+        "api_key_rate_limits.api_key_id, api_key_rate_limits.policy_id",
+        "assignment",
+    ),
 ];
 
 impl StoreError {
