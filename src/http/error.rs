@@ -175,6 +175,7 @@ impl From<IdentityError> for ApiError {
             e @ (IdentityError::AccountDisabled
             | IdentityError::AccountLocked { .. }
             | IdentityError::PasswordChangeRequired
+            | IdentityError::SecondFactorRequired
             | IdentityError::LoginMethodNotAllowed { .. }) => ApiError::Forbidden(e.to_string()),
             e @ (IdentityError::TokenUsed
             | IdentityError::MfaCodeInvalid

@@ -84,9 +84,11 @@ pub async fn remove(id: &Identity, org_id: Uuid, user_id: Uuid) -> Result<(), Id
     let m = membership_in(&mut tx, org_id, user_id).await?;
     store::roles::unassign_all_in_org(&mut tx, user_id, org_id).await?;
     store::memberships::delete(&mut tx, user_id, org_id).await?;
+    // Sessions opened for the org end with the membership.
+    let ended = store::sessions::revoke_for_member(&mut tx, user_id, org_id).await?;
     let event = Event::new("membership.deleted", "membership", object_id(&m))
         .org(org_id)
-        .details(json!({ "user_id": user_id, "role": m.user_role }));
+        .details(json!({ "user_id": user_id, "role": m.user_role, "sessions_revoked": ended }));
     audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(())

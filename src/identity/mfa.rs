@@ -251,7 +251,9 @@ pub async fn begin_totp_enrolment(
     let mut tx = id.db.begin().await?;
     // A write first, so SQLite takes the write lock at the start of the transaction.
     store::mfa::delete_pending_devices(&mut tx, user_id, DEVICE_TYPE_TOTP).await?;
-    let user = store::users::get(&mut tx, user_id).await?.ok_or(NO_USER)?;
+    let user = store::users::get_for_update(&mut tx, user_id)
+        .await?
+        .ok_or(NO_USER)?;
     if store::mfa::enabled_device(&mut tx, user_id, DEVICE_TYPE_TOTP)
         .await?
         .is_some()

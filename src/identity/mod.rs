@@ -120,6 +120,9 @@ pub enum IdentityError {
     SessionExpired,
     #[error("the session has been revoked")]
     SessionRevoked,
+    /// A session for this user (or org) needs a second factor among its methods.
+    #[error("a second factor is required")]
+    SecondFactorRequired,
     /// The store failed; logged by whoever answers, never shown.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -107,7 +107,7 @@ pub(crate) async fn create_in(
         ));
     }
     let now = id.clock.now();
-    let user = store::users::get(tx, new.user_id)
+    let user = store::users::get_for_update(tx, new.user_id)
         .await?
         .ok_or(IdentityError::NotFound { what: "user" })?;
     if !user.enabled {
@@ -129,6 +129,20 @@ pub(crate) async fn create_in(
             .is_none()
     {
         return Err(IdentityError::NotFound { what: "membership" });
+    }
+    // MFA users, and members of orgs that require MFA, get sessions only after a second
+    // factor (impersonation sessions carry the admin's authentication instead).
+    let second_factor = new.auth_methods.iter().any(|m| m == "mfa" || m == "otp");
+    if new.impersonator_id.is_none() && !second_factor {
+        let org_requires = match new.org_id {
+            Some(org_id) => store::orgs::get(tx, org_id)
+                .await?
+                .is_some_and(|o| o.mfa_required),
+            None => false,
+        };
+        if user.mfa_enabled || org_requires {
+            return Err(IdentityError::SecondFactorRequired);
+        }
     }
     let refresh = new.with_refresh_token.then(new_token);
     let mut lifetime = duration(id.config.sessions.max_lifetime);
@@ -264,7 +278,10 @@ pub async fn revoke_all_for_user(
     keep: Option<Uuid>,
 ) -> Result<u64, IdentityError> {
     let mut tx = id.db.begin().await?;
-    if store::users::get(&mut tx, user_id).await?.is_none() {
+    if store::users::get_for_update(&mut tx, user_id)
+        .await?
+        .is_none()
+    {
         return Err(IdentityError::NotFound { what: "user" });
     }
     let n = store::sessions::revoke_all_for_user(&mut tx, user_id, keep).await?;

@@ -209,7 +209,7 @@ async fn consume(
         check(&fresh, hash, &fresh.email, now)?;
         return Err(IdentityError::TokenInvalid);
     }
-    let user = store::users::get(tx, row.user_id)
+    let user = store::users::get_for_update(tx, row.user_id)
         .await?
         .ok_or(IdentityError::TokenInvalid)?;
     // The address may have changed since `find`; dropping `tx` undoes the use.
@@ -411,7 +411,7 @@ pub async fn change_password(
     let now = id.clock.now();
     let mut tx = id.db.begin().await?;
     store::users::set_password_hash(&mut tx, user_id, &phc, now).await?;
-    let mut user = store::users::get(&mut tx, user_id)
+    let mut user = store::users::get_for_update(&mut tx, user_id)
         .await?
         .ok_or(IdentityError::NotFound { what: "user" })?;
     user.update_password_required = false;

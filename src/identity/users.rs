@@ -212,7 +212,7 @@ fn check_picture_url(u: &str) -> Result<(), IdentityError> {
 /// Audited as `user.updated` with the before/after of each changed field.
 pub async fn update(id: &Identity, user_id: Uuid, patch: UserPatch) -> Result<User, IdentityError> {
     let mut tx = id.db.begin().await?;
-    let mut user = store::users::get(&mut tx, user_id)
+    let mut user = store::users::get_for_update(&mut tx, user_id)
         .await?
         .ok_or(IdentityError::NotFound { what: "user" })?;
     let before = user.clone();
@@ -355,7 +355,7 @@ async fn set_state(
     change: impl FnOnce(&mut User),
     revoke_sessions: bool,
 ) -> Result<User, IdentityError> {
-    let mut user = store::users::get(tx, user_id)
+    let mut user = store::users::get_for_update(tx, user_id)
         .await?
         .ok_or(IdentityError::NotFound { what: "user" })?;
     let before = user.clone();
@@ -374,7 +374,7 @@ async fn set_state(
 /// history rows (audit, login attempts) keep their place with the user id cleared.
 pub async fn delete(id: &Identity, user_id: Uuid) -> Result<(), IdentityError> {
     let mut tx = id.db.begin().await?;
-    let user = store::users::get(&mut tx, user_id)
+    let user = store::users::get_for_update(&mut tx, user_id)
         .await?
         .ok_or(IdentityError::NotFound { what: "user" })?;
     // Recorded before the delete: a user deleting themselves is still a valid actor here
@@ -403,7 +403,7 @@ pub async fn set_password(
     let hash = id.passwords.hash(password).await.map_err(password_error)?;
     let now = id.clock.now();
     let mut tx = id.db.begin().await?;
-    let mut user = store::users::get(&mut tx, user_id)
+    let mut user = store::users::get_for_update(&mut tx, user_id)
         .await?
         .ok_or(IdentityError::NotFound { what: "user" })?;
     store::users::set_password_hash(&mut tx, user_id, &hash, now).await?;

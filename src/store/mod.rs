@@ -436,7 +436,7 @@ impl Dialect for SqliteConnection {
 impl Dialect for PgConnection {
     const BACKEND: Backend = Backend::Postgres;
 }
-fn c_backend<C: Dialect>(_: &C) -> Backend {
+pub(crate) fn c_backend<C: Dialect>(_: &C) -> Backend {
     C::BACKEND
 }
 

@@ -172,3 +172,20 @@ pub async fn revoke_all_for_org(a: &mut impl Access, org_id: Uuid) -> Result<u64
     .await?
     .rows_affected()))
 }
+
+/// Revokes the user's sessions opened for the org; returns how many.
+pub async fn revoke_for_member(
+    a: &mut impl Access,
+    user_id: Uuid,
+    org_id: Uuid,
+) -> Result<u64, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query(
+        "UPDATE sessions SET revoked = $3 WHERE user_id = $1 AND org_id = $2 AND NOT revoked"
+    )
+    .bind(user_id)
+    .bind(org_id)
+    .bind(true)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()))
+}

@@ -67,6 +67,24 @@ pub async fn get(a: &mut impl Access, user_id: Uuid) -> Result<Option<User>, Sto
         .await?))
 }
 
+/// Reads a user to change it: on PostgreSQL the row stays locked until the transaction
+/// ends, so concurrent read-modify-write changes (a lock and a profile edit) cannot undo
+/// each other. The dialect exception: SQLite has no `FOR UPDATE`, and needs none — its
+/// transactions hold the database write lock from `BEGIN IMMEDIATE`.
+pub async fn get_for_update(tx: &mut super::Tx, user_id: Uuid) -> Result<Option<User>, StoreError> {
+    let base = format!("SELECT {COLUMNS} FROM users WHERE user_id = $1");
+    Ok(with_conn!(tx, |c| {
+        let sql = match super::c_backend(&*c) {
+            super::Backend::Sqlite => base.clone(),
+            super::Backend::Postgres => format!("{base} FOR UPDATE"),
+        };
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .fetch_optional(&mut *c)
+            .await?
+    }))
+}
+
 /// Case-insensitive lookup (uses the `users_email_key` index on `lower(email)`).
 pub async fn find_by_email(a: &mut impl Access, email: &str) -> Result<Option<User>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE lower(email) = lower($1)");

@@ -926,3 +926,126 @@ async fn an_unknown_org_context_is_refused_and_recorded_without_it(db: TestDb) {
     );
     db.drop_database().await;
 }
+
+on_both_databases!(
+    sessions_need_the_second_factor_mfa_requires,
+    concurrent_admin_changes_are_not_lost,
+    removing_a_member_ends_their_org_sessions,
+);
+
+async fn sessions_need_the_second_factor_mfa_requires(db: TestDb) {
+    let (id, _) = setup(&db).await;
+    let org = orgs::create(&id, "Cyberdyne", None).await.unwrap();
+    let (u, _) = users::create(
+        &id,
+        NewUser {
+            email: "wes@example.com".into(),
+            org_id: Some(org.org_id),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let new = |org_id, amr: &[&str]| NewSession {
+        user_id: u.user_id,
+        org_id,
+        auth_methods: amr.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    // No MFA anywhere: a password session is fine.
+    sessions::create(&id, new(Some(org.org_id), &["pwd"]))
+        .await
+        .unwrap();
+    // The org requires MFA: only with a second factor, and only for that org.
+    lintel::identity::mfa::set_org_mfa_required(&id, org.org_id, true)
+        .await
+        .unwrap();
+    let e = sessions::create(&id, new(Some(org.org_id), &["pwd"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, IdentityError::SecondFactorRequired), "{e:?}");
+    sessions::create(&id, new(Some(org.org_id), &["pwd", "otp", "mfa"]))
+        .await
+        .unwrap();
+    sessions::create(&id, new(None, &["pwd"])).await.unwrap();
+    db.drop_database().await;
+}
+
+/// Read-modify-write changes to one user at the same time: none is lost (PostgreSQL locks
+/// the row; SQLite serializes write transactions).
+async fn concurrent_admin_changes_are_not_lost(db: TestDb) {
+    let (id, _) = setup(&db).await;
+    let u = user(&id, "xan@example.com").await;
+    for round in 0..8 {
+        let name = format!("Round {round}");
+        let (a, b) = tokio::join!(
+            users::lock(&id, u.user_id),
+            users::update(
+                &id,
+                u.user_id,
+                UserPatch {
+                    first_name: Some(Some(name.clone())),
+                    ..Default::default()
+                }
+            )
+        );
+        a.unwrap();
+        b.unwrap();
+        let now = users::get(&id, u.user_id).await.unwrap();
+        assert!(now.locked, "round {round}: the lock was overwritten");
+        assert_eq!(
+            now.first_name.as_deref(),
+            Some(name.as_str()),
+            "round {round}"
+        );
+        users::unlock(&id, u.user_id).await.unwrap();
+    }
+    db.drop_database().await;
+}
+
+async fn removing_a_member_ends_their_org_sessions(db: TestDb) {
+    let (id, _) = setup(&db).await;
+    let org = orgs::create(&id, "Tyrell", None).await.unwrap();
+    let (u, _) = users::create(
+        &id,
+        NewUser {
+            email: "yul@example.com".into(),
+            org_id: Some(org.org_id),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let in_org = sessions::create(
+        &id,
+        NewSession {
+            user_id: u.user_id,
+            org_id: Some(org.org_id),
+            auth_methods: vec!["pwd".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .session;
+    let elsewhere = sessions::create(
+        &id,
+        NewSession {
+            user_id: u.user_id,
+            auth_methods: vec!["pwd".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .session;
+    lintel::identity::memberships::remove(&id, org.org_id, u.user_id)
+        .await
+        .unwrap();
+    assert!(matches!(
+        sessions::validate(&id, in_org.session_id).await,
+        Err(IdentityError::SessionRevoked)
+    ));
+    sessions::validate(&id, elsewhere.session_id).await.unwrap();
+    db.drop_database().await;
+}
