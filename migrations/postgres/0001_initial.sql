@@ -49,7 +49,10 @@ CREATE TABLE org_domains (
     verified   boolean     NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL
 );
-CREATE UNIQUE INDEX org_domains_domain_key ON org_domains (lower(domain));
+-- Any org may claim a domain; only one can have it verified, and only verified domains
+-- route logins (home-realm discovery), so an unverified claim cannot squat a domain.
+CREATE UNIQUE INDEX org_domains_domain_key ON org_domains (lower(domain)) WHERE verified;
+CREATE UNIQUE INDEX org_domains_org_domain_key ON org_domains (org_id, lower(domain));
 CREATE INDEX org_domains_org_id_idx ON org_domains (org_id);
 
 CREATE TABLE org_login_methods (

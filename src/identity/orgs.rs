@@ -438,7 +438,7 @@ pub async fn add_domain(
                 what: "organization",
             },
             e => IdentityError::from_store_conflict(e, |_| {
-                format!("the domain {} is already registered", d.domain)
+                format!("the organization already claims the domain {}", d.domain)
             }),
         })?;
     let event = Event::new("org_domain.added", "org_domain", d.domain_id)
@@ -451,9 +451,8 @@ pub async fn add_domain(
 
 /// The org's registration of `domain` (normalized), read inside `tx`.
 async fn domain_of(tx: &mut Tx, org_id: Uuid, domain: &str) -> Result<OrgDomain, IdentityError> {
-    store::org_settings::find_domain(tx, domain)
+    store::org_settings::find_domain(tx, org_id, domain)
         .await?
-        .filter(|d| d.org_id == org_id)
         .ok_or(IdentityError::NotFound { what: "domain" })
 }
 
@@ -482,7 +481,14 @@ pub async fn set_domain_verified(
     let domain = normalize_domain(domain)?;
     let mut tx = id.db.begin().await?;
     let d = domain_of(&mut tx, org_id, &domain).await?;
-    if !store::org_settings::set_domain_verified(&mut tx, org_id, &domain, verified).await? {
+    let set = store::org_settings::set_domain_verified(&mut tx, org_id, &domain, verified)
+        .await
+        .map_err(|e| {
+            IdentityError::from_store_conflict(e, |_| {
+                format!("the domain {domain} is already verified by another organization")
+            })
+        })?;
+    if !set {
         return Err(IdentityError::NotFound { what: "domain" });
     }
     let action = if verified {
@@ -522,7 +528,8 @@ pub async fn org_for_email_domain(
         return Ok(None);
     };
     let mut c = id.db.conn().await?;
-    match store::org_settings::find_domain(&mut c, &domain).await? {
+    // Only a verified domain routes logins: an unverified claim proves nothing.
+    match store::org_settings::find_verified_domain(&mut c, &domain).await? {
         Some(d) => Ok(store::orgs::get(&mut c, d.org_id).await?),
         None => Ok(None),
     }

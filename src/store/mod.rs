@@ -186,6 +186,7 @@ const CONFLICT_FIELDS: &[(&str, &str)] = &[
     ("roles_org_name_key", "role_name"),
     ("permissions_org_name_key", "permission_name"),
     ("org_domains_domain_key", "domain"),
+    ("org_domains_org_domain_key", "domain"),
     ("waitlist_signups_email_key", "email"),
     ("waitlist_invitations_token_hash_key", "token"),
     ("waitlist_invitations.token_hash", "token"),

@@ -84,12 +84,30 @@ pub async fn insert_domain(a: &mut impl Access, d: &OrgDomain) -> Result<(), Sto
     Ok(())
 }
 
-/// Case-insensitive lookup (uses `org_domains_domain_key` on `lower(domain)`).
+/// The org's claim on a domain (case-insensitive).
 pub async fn find_domain(
+    a: &mut impl Access,
+    org_id: Uuid,
+    domain: &str,
+) -> Result<Option<OrgDomain>, StoreError> {
+    let sql = format!(
+        "SELECT {DOMAIN_COLUMNS} FROM org_domains WHERE org_id = $1 AND lower(domain) = lower($2)"
+    );
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(org_id)
+        .bind(domain)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+/// The verified claim on a domain, if any (at most one: `org_domains_domain_key`).
+pub async fn find_verified_domain(
     a: &mut impl Access,
     domain: &str,
 ) -> Result<Option<OrgDomain>, StoreError> {
-    let sql = format!("SELECT {DOMAIN_COLUMNS} FROM org_domains WHERE lower(domain) = lower($1)");
+    let sql = format!(
+        "SELECT {DOMAIN_COLUMNS} FROM org_domains WHERE lower(domain) = lower($1) AND verified"
+    );
     Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(domain)
         .fetch_optional(&mut *c)

@@ -1029,17 +1029,19 @@ async fn domains_are_unique_and_drive_discovery(db: TestDb) {
         .unwrap();
     assert_eq!(d.domain, "acme.com");
     assert!(!d.verified);
-    for taken in ["acme.com", "ACME.com"] {
-        let err = orgs::add_domain(&id, evil.org_id, taken).await.unwrap_err();
-        assert!(
-            matches!(&err, IdentityError::Conflict { field, .. } if field == "domain"),
-            "{err:?}"
-        );
-    }
+    // Another org may claim it too (unverified claims prove nothing and route nothing)...
+    let squat = orgs::add_domain(&id, evil.org_id, "ACME.com")
+        .await
+        .unwrap();
+    assert!(!squat.verified);
+    // ...but one org cannot claim it twice.
     let err = orgs::add_domain(&id, acme.org_id, "acme.com")
         .await
         .unwrap_err();
-    assert!(matches!(err, IdentityError::Conflict { .. }), "{err:?}");
+    assert!(
+        matches!(&err, IdentityError::Conflict { field, .. } if field == "domain"),
+        "{err:?}"
+    );
     for bad in ["localhost", "10.0.0.1", "acme..com", "bücher.de", "a_b.com"] {
         let err = orgs::add_domain(&id, acme.org_id, bad).await.unwrap_err();
         assert!(
@@ -1066,10 +1068,28 @@ async fn domains_are_unique_and_drive_discovery(db: TestDb) {
         "{err:?}"
     );
 
+    // Unverified: no discovery for anyone.
+    assert!(
+        orgs::org_for_email_domain(&id, "Wile.E@ACME.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    orgs::set_domain_verified(&id, acme.org_id, "acme.com", true)
+        .await
+        .unwrap();
     let found = orgs::org_for_email_domain(&id, "Wile.E@ACME.com")
         .await
         .unwrap();
     assert_eq!(found.map(|o| o.org_id), Some(acme.org_id));
+    // Only one org can hold it verified.
+    let err = orgs::set_domain_verified(&id, evil.org_id, "acme.com", true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, IdentityError::Conflict { field, .. } if field == "domain"),
+        "{err:?}"
+    );
     assert!(
         orgs::org_for_email_domain(&id, "x@eng.acme.com")
             .await
@@ -1095,7 +1115,10 @@ async fn domains_are_unique_and_drive_discovery(db: TestDb) {
         .await
         .unwrap();
     assert!(orgs::list_domains(&id, acme.org_id).await.unwrap()[0].verified);
-    // Only the owner org can remove it; then it is free for another.
+    // An org removes only its own claim: evil's goes, acme keeps discovery.
+    orgs::remove_domain(&id, evil.org_id, "acme.com")
+        .await
+        .unwrap();
     let err = orgs::remove_domain(&id, evil.org_id, "acme.com")
         .await
         .unwrap_err();
@@ -1103,6 +1126,13 @@ async fn domains_are_unique_and_drive_discovery(db: TestDb) {
         matches!(err, IdentityError::NotFound { what: "domain" }),
         "{err:?}"
     );
+    let found = orgs::org_for_email_domain(&id, "wile@acme.com")
+        .await
+        .unwrap();
+    assert_eq!(found.map(|o| o.org_id), Some(acme.org_id));
+    orgs::add_domain(&id, evil.org_id, "acme.com")
+        .await
+        .unwrap();
     orgs::remove_domain(&id, acme.org_id, "ACME.com")
         .await
         .unwrap();
@@ -1112,9 +1142,14 @@ async fn domains_are_unique_and_drive_discovery(db: TestDb) {
             .unwrap()
             .is_none()
     );
-    orgs::add_domain(&id, evil.org_id, "acme.com")
+    // Once acme let go, evil can have its claim verified.
+    orgs::set_domain_verified(&id, evil.org_id, "acme.com", true)
         .await
         .unwrap();
+    let found = orgs::org_for_email_domain(&id, "wile@acme.com")
+        .await
+        .unwrap();
+    assert_eq!(found.map(|o| o.org_id), Some(evil.org_id));
     done(id, db).await;
 }
 
