@@ -157,6 +157,8 @@ async fn issue(
         email: user.email.clone(),
     };
     let mut tx = id.db.begin().await?;
+    // Serializes concurrent requests for one user, so exactly one token stays live.
+    store::users::get_for_update(&mut tx, user.user_id).await?;
     store::tokens::invalidate_unused_for_user(&mut tx, kind, user.user_id, now).await?;
     store::tokens::insert(&mut tx, kind, &row)
         .await
@@ -317,18 +319,19 @@ pub async fn request_password_reset(id: &Identity, email: &str) -> Result<(), Id
          If you did not ask for this, ignore this message: your password stays the same.\n",
         describe_ttl(lifetime)
     );
-    let sent = id
-        .mailer
-        .send(Email {
-            to: user.email,
-            subject: "Reset your password".into(),
-            text,
-        })
-        .await;
-    if let Err(e) = sent {
-        // Not returned: an error only for existing accounts would reveal them.
-        tracing::error!(user_id = %user.user_id, error = %e, "password reset mail not sent");
-    }
+    // Delivered in the background: the answer must not wait for (and so reveal) a mail
+    // that is only sent for existing accounts; a failure is logged, never returned.
+    let mailer = id.mailer.clone();
+    let email = Email {
+        to: user.email,
+        subject: "Reset your password".into(),
+        text,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = mailer.send(email).await {
+            tracing::error!(user_id = %user.user_id, error = %e, "password reset mail not sent");
+        }
+    });
     Ok(())
 }
 

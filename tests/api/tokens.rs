@@ -223,8 +223,15 @@ fn read_mail(path: &PathBuf) -> Mail {
     parse_mail(&std::fs::read_to_string(path).unwrap())
 }
 
-/// The only new outbox message since `before` files were there.
-fn new_mail(id: &Identity, before: usize) -> Mail {
+/// The only new outbox message since `before` files were there (reset mails are sent in
+/// the background: wait for it, up to 5 s).
+async fn new_mail(id: &Identity, before: usize) -> Mail {
+    for _ in 0..250 {
+        if outbox_files(id).len() > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let files = outbox_files(id);
     assert_eq!(files.len(), before + 1, "{files:?}");
     read_mail(files.last().unwrap())
@@ -233,13 +240,13 @@ fn new_mail(id: &Identity, before: usize) -> Mail {
 async fn verification_token(id: &Identity, user_id: Uuid) -> String {
     let before = outbox_files(id).len();
     tokens::send_email_verification(id, user_id).await.unwrap();
-    new_mail(id, before).token(id, VERIFY_EMAIL_PATH)
+    new_mail(id, before).await.token(id, VERIFY_EMAIL_PATH)
 }
 
 async fn reset_token(id: &Identity, email: &str) -> String {
     let before = outbox_files(id).len();
     tokens::request_password_reset(id, email).await.unwrap();
-    new_mail(id, before).token(id, RESET_PASSWORD_PATH)
+    new_mail(id, before).await.token(id, RESET_PASSWORD_PATH)
 }
 
 fn session(user_id: Uuid, now: DateTime<Utc>) -> Session {
@@ -284,7 +291,7 @@ async fn verification_link_confirms_the_address_once(db: TestDb) {
     tokens::send_email_verification(&id, ada.user_id)
         .await
         .unwrap();
-    let mail = new_mail(&id, 0);
+    let mail = new_mail(&id, 0).await;
     assert_eq!(mail.header("To"), Some("ada@example.com"));
     assert_eq!(mail.header("Subject"), Some("Confirm your email address"));
     assert!(
@@ -534,7 +541,7 @@ async fn reset_requests_do_not_reveal_accounts(db: TestDb) {
     // Known (any case, surrounding spaces): Ok(()) and one message to the stored address.
     let r = tokens::request_password_reset(&id, "  ADA@example.COM ").await;
     assert!(matches!(r, Ok(())), "{r:?}");
-    let mail = new_mail(&id, 0);
+    let mail = new_mail(&id, 0).await;
     assert_eq!(mail.header("To"), Some("ada@example.com"));
     assert_eq!(mail.header("Subject"), Some("Reset your password"));
     assert!(mail.body.contains("expires in 1 hour"), "{}", mail.body);
@@ -898,7 +905,11 @@ async fn smtp_delivers_the_links(db: TestDb) {
     tokens::request_password_reset(&id, "ada@example.com")
         .await
         .unwrap();
-    let got = rx.try_recv().expect("one message delivered");
+    // Reset mail goes out in the background.
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+        .await
+        .expect("delivered within 5 s")
+        .expect("one message delivered");
     assert_eq!(got.rcpt_to, vec!["<ada@example.com>".to_string()]);
     assert_eq!(got.mail_from, "<no-reply@localhost>");
     let mail = parse_mail(&got.data);
@@ -923,7 +934,8 @@ async fn smtp_delivers_the_links(db: TestDb) {
     tokens::request_password_reset(&id, "nobody@example.com")
         .await
         .unwrap();
-    assert!(rx.try_recv().is_err());
+    let nothing = tokio::time::timeout(std::time::Duration::from_millis(300), rx.recv()).await;
+    assert!(nothing.is_err(), "no message for an unknown address");
     assert!(outbox_files(&id).is_empty());
     assert!(reload(&id, ada.user_id).await.has_password);
     finish(id, db).await;
