@@ -205,6 +205,64 @@ pub async fn set_role_structure(
 }
 
 /// `organization.updated` with the changed fields.
+/// Renames the org and/or replaces its metadata (a JSON object of at most 16 KiB); the
+/// slug stays (links and logins use it).
+pub async fn update(
+    id: &Identity,
+    org_id: Uuid,
+    name: Option<&str>,
+    metadata: Option<serde_json::Value>,
+) -> Result<Org, IdentityError> {
+    if let Some(m) = &metadata {
+        if !m.is_object() {
+            return Err(IdentityError::invalid(
+                "org_metadata",
+                "must be a JSON object",
+            ));
+        }
+        if m.to_string().len() > 16 * 1024 {
+            return Err(IdentityError::invalid(
+                "org_metadata",
+                "must be at most 16 KiB",
+            ));
+        }
+    }
+    let name = match name.map(str::trim) {
+        Some(n) if n.is_empty() || n.chars().count() > MAX_NAME_LEN => {
+            return Err(IdentityError::invalid(
+                "org_name",
+                format!("must be 1 to {MAX_NAME_LEN} characters"),
+            ));
+        }
+        other => other.map(String::from),
+    };
+    let (mut tx, before) = roles::begin_org(id, org_id).await?;
+    let after = Org {
+        org_name: name.unwrap_or_else(|| before.org_name.clone()),
+        org_metadata: metadata
+            .map(Json)
+            .unwrap_or_else(|| before.org_metadata.clone()),
+        ..before.clone()
+    };
+    store::orgs::update_profile(&mut tx, org_id, &after.org_name, &after.org_metadata).await?;
+    audit::record(&mut tx, id, org_updated(&before, &after)).await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// Deletes the org and everything it owns (roles, memberships, sessions opened for it,
+/// domains, identity providers); history keeps its rows with the org cleared.
+pub async fn delete(id: &Identity, org_id: Uuid) -> Result<(), IdentityError> {
+    let (mut tx, org) = roles::begin_org(id, org_id).await?;
+    // The audit row goes first: it references the org, which then clears it (SET NULL).
+    let event = Event::new("organization.deleted", "organization", org_id)
+        .details(json!({ "org_name": org.org_name, "url_safe_org_name": org.url_safe_org_name }));
+    audit::record(&mut tx, id, event).await?;
+    store::orgs::delete(&mut tx, org_id).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 pub(crate) fn org_updated(before: &Org, after: &Org) -> Event<'static> {
     Event::new("organization.updated", "organization", after.org_id)
         .org(after.org_id)

@@ -70,6 +70,25 @@ pub async fn list(
         .await?))
 }
 
+/// Renames the org and/or replaces its metadata.
+pub async fn update_profile(
+    a: &mut impl Access,
+    org_id: Uuid,
+    org_name: &str,
+    org_metadata: &Json<serde_json::Value>,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE organizations SET org_name = $2, org_metadata = $3 WHERE org_id = $1"
+    )
+    .bind(org_id)
+    .bind(org_name)
+    .bind(org_metadata)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
 /// Deletes the org and (by cascade) everything it owns. Returns whether it existed.
 pub async fn delete(a: &mut impl Access, org_id: Uuid) -> Result<bool, StoreError> {
     let r = with_conn!(a, |c| sqlx::query(

@@ -8,6 +8,7 @@ use lintel::store;
 use uuid::Uuid;
 
 on_both_backends!(
+    organizations_can_be_renamed_described_and_deleted,
     concurrent_read_then_write_transactions_all_succeed,
     duplicate_slug_and_email_are_conflicts,
     failed_creates_leave_nothing_behind
@@ -192,5 +193,72 @@ async fn concurrent_read_then_write_transactions_all_succeed(app: TestApp) {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
+    app.finish().await;
+}
+
+async fn organizations_can_be_renamed_described_and_deleted(app: TestApp) {
+    let id = &app.state.identity;
+    let org = orgs::create(id, "Soylent", None).await.unwrap();
+    let (u, _) = users::create(
+        id,
+        NewUser {
+            email: "sol@example.com".into(),
+            org_id: Some(org.org_id),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let meta = serde_json::json!({"plan": "enterprise", "seats": 10});
+    let after = orgs::update(id, org.org_id, Some("Soylent Corp"), Some(meta.clone()))
+        .await
+        .unwrap();
+    assert_eq!(after.org_name, "Soylent Corp");
+    assert_eq!(after.url_safe_org_name, "soylent", "the slug stays");
+    assert_eq!(
+        orgs::get(id, org.org_id).await.unwrap().org_metadata.0,
+        meta
+    );
+    for (name, m) in [(Some(""), None), (None, Some(serde_json::json!([1])))] {
+        let e = orgs::update(id, org.org_id, name, m).await.unwrap_err();
+        assert!(matches!(e, IdentityError::Invalid { .. }), "{e:?}");
+    }
+    assert!(matches!(
+        orgs::update(id, Uuid::now_v7(), Some("x"), None).await,
+        Err(IdentityError::NotFound { .. })
+    ));
+    let updated = lintel::identity::audit::list(
+        id,
+        &lintel::store::audit::Filter {
+            action: Some("organization.updated".into()),
+            ..Default::default()
+        },
+        None,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(updated.len(), 1);
+    assert_eq!(updated[0].details.0["org_name"]["after"], "Soylent Corp");
+
+    orgs::delete(id, org.org_id).await.unwrap();
+    assert!(matches!(
+        orgs::get(id, org.org_id).await,
+        Err(IdentityError::NotFound { .. })
+    ));
+    // The member's user stays; the membership went with the org.
+    assert!(users::get(id, u.user_id).await.is_ok());
+    let mut c = app.db.conn().await.unwrap();
+    assert!(
+        store::memberships::get(&mut c, u.user_id, org.org_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    drop(c);
+    assert!(matches!(
+        orgs::delete(id, org.org_id).await,
+        Err(IdentityError::NotFound { .. })
+    ));
     app.finish().await;
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_orgs, create_org))
-        .routes(routes!(get_org, update_org))
+        .routes(routes!(get_org, update_org, delete_org))
         .routes(routes!(list_login_methods))
         .routes(routes!(set_login_method))
         .routes(routes!(list_domains, add_domain))
@@ -104,6 +104,11 @@ pub async fn get_org(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrg {
+    /// Display name (the url_safe_org_name stays).
+    pub org_name: Option<String>,
+    /// Replaces the metadata (a JSON object).
+    #[schema(value_type = Option<Object>)]
+    pub org_metadata: Option<serde_json::Value>,
     /// `single_role` or `multi_role`.
     pub org_role_structure: Option<String>,
     /// Members must use MFA to sign in.
@@ -135,6 +140,17 @@ pub async fn update_org(
     Ok(axum::Json(
         orgs::get(&caller.id, scope.org_id()).await?.into(),
     ))
+}
+
+/// Deletes the organization and everything it owns (`org:write`).
+#[utoipa::path(delete, path = "/organizations/{org_id}", tag = "organizations",
+    params(("org_id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted"),
+              (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn delete_org(caller: Caller, Path(org_id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+    let scope = authorize_org(&caller.id, &caller.principal, org_id, perm::ORG_WRITE).await?;
+    orgs::delete(&caller.id, scope.org_id()).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
