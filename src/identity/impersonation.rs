@@ -311,6 +311,27 @@ pub async fn list(
     .await?)
 }
 
+/// One log row.
+pub async fn get(id: &Identity, log_id: Uuid) -> Result<ImpersonationLog, IdentityError> {
+    let mut c = id.db.conn().await?;
+    store::impersonation::get(&mut c, log_id)
+        .await?
+        .ok_or(IdentityError::NotFound {
+            what: "impersonation",
+        })
+}
+
+/// One org's log, in start order after `after`.
+pub async fn list_in_org(
+    id: &Identity,
+    org_id: Uuid,
+    after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<ImpersonationLog>, IdentityError> {
+    let mut c = id.db.conn().await?;
+    Ok(store::impersonation::list_in_org(&mut c, org_id, after, limit.clamp(1, MAX_PAGE)).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -882,6 +882,34 @@ pub enum Target {
 }
 
 impl Target {
+    /// `user`, `org` or `api_key`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Target::User(_) => "user",
+            Target::Org(_) => "org",
+            Target::ApiKey(_) => "api_key",
+        }
+    }
+
+    pub fn target_id(self) -> Uuid {
+        match self {
+            Target::User(u) | Target::Org(u) | Target::ApiKey(u) => u,
+        }
+    }
+
+    /// The inverse of ([`Target::kind`], [`Target::target_id`]).
+    pub fn parse(kind: &str, target_id: Uuid) -> Result<Target, IdentityError> {
+        match kind {
+            "user" => Ok(Target::User(target_id)),
+            "org" => Ok(Target::Org(target_id)),
+            "api_key" => Ok(Target::ApiKey(target_id)),
+            _ => Err(IdentityError::invalid(
+                "target_type",
+                "must be one of user, org, api_key",
+            )),
+        }
+    }
+
     fn what(self) -> &'static str {
         match self {
             Target::User(_) => "user",
@@ -1039,6 +1067,24 @@ pub async fn list_assignments(
     Ok(store::rate_limits::list_assignments(&mut c, policy_id).await?)
 }
 
+/// A page of everyone a policy is assigned to (users, orgs and API keys), by target id
+/// after `after`. An unknown policy is `NotFound`.
+pub async fn list_targets(
+    id: &Identity,
+    policy_id: i32,
+    after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<Target>, IdentityError> {
+    let mut c = id.db.conn().await?;
+    store::rate_limits::get_policy(&mut c, policy_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let rows = store::rate_limits::list_targets(&mut c, policy_id, after, limit).await?;
+    rows.into_iter()
+        .map(|r| Target::parse(&r.kind, r.target_id))
+        .collect()
+}
+
 /// The policies assigned to an API key.
 pub async fn api_key_policies(
     id: &Identity,
@@ -1089,6 +1135,21 @@ pub fn spawn_purger(id: Identity, every: std::time::Duration) -> tokio::task::Jo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_round_trip_through_kind_and_id() {
+        let u = Uuid::now_v7();
+        for t in [Target::User(u), Target::Org(u), Target::ApiKey(u)] {
+            assert_eq!(Target::parse(t.kind(), t.target_id()).unwrap(), t);
+        }
+        assert!(matches!(
+            Target::parse("team", u),
+            Err(IdentityError::Invalid {
+                field: "target_type",
+                ..
+            })
+        ));
+    }
 
     fn at(s: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(s, 0).unwrap()

@@ -139,6 +139,26 @@ pub async fn list(
         .await?))
 }
 
+/// A keyset page of one org's impersonations in start order, after `after`.
+pub async fn list_in_org(
+    a: &mut impl Access,
+    org_id: Uuid,
+    after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<ImpersonationLog>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM impersonation_logs
+         WHERE org_id = $1 AND ($2 IS NULL OR log_id > $2)
+         ORDER BY log_id LIMIT $3"
+    );
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(org_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await?))
+}
+
 /// Whether the user holds a super-admin API key (`is_admin`) that is neither revoked nor
 /// expired at `now`.
 pub async fn holds_admin_key(

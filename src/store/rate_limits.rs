@@ -187,6 +187,42 @@ pub async fn list_assignments(
     .await?))
 }
 
+/// One target a policy is assigned to: `kind` is `user`, `org` or `api_key`.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AssignedTarget {
+    pub kind: String,
+    pub target_id: Uuid,
+}
+
+/// A keyset page of everyone `policy_id` is assigned to (users, orgs and API keys
+/// together), by target id after `after`.
+pub async fn list_targets(
+    a: &mut impl Access,
+    policy_id: i32,
+    after: Option<Uuid>,
+    limit: u32,
+) -> Result<Vec<AssignedTarget>, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query_as(
+        "SELECT kind, target_id FROM (
+             SELECT 'user' AS kind, user_id AS target_id FROM rate_limit_assignments
+              WHERE policy_id = $1 AND user_id IS NOT NULL
+             UNION ALL
+             SELECT 'org' AS kind, org_id AS target_id FROM rate_limit_assignments
+              WHERE policy_id = $1 AND org_id IS NOT NULL
+             UNION ALL
+             SELECT 'api_key' AS kind, api_key_id AS target_id FROM api_key_rate_limits
+              WHERE policy_id = $1
+         ) t
+         WHERE ($2 IS NULL OR target_id > $2)
+         ORDER BY target_id, kind LIMIT $3"
+    )
+    .bind(policy_id)
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *c)
+    .await?))
+}
+
 pub async fn insert_api_key_policy(
     a: &mut impl Access,
     api_key_id: Uuid,

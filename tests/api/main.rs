@@ -12,6 +12,7 @@ mod identity;
 mod impersonation;
 mod login;
 mod management;
+mod management_platform;
 mod metrics;
 mod mfa;
 mod migrations;

@@ -2,17 +2,22 @@
 //! pagination on every list, API-key bearer auth, and an OpenAPI 3.1 document generated
 //! from these handlers (`/api/v1/openapi.json`), so it cannot drift from the code.
 use super::error::ApiError;
+use super::rate_limit;
 use super::state::AppState;
 use crate::identity::access::Principal;
 use crate::identity::audit::Actor;
+use crate::identity::rate_limit::{Decision, Family, RateKey};
 use crate::identity::{Identity, api_keys};
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -21,10 +26,14 @@ use uuid::Uuid;
 pub mod api_keys_routes;
 pub mod audit;
 pub mod dto;
+pub mod impersonation;
 pub mod members;
+pub mod metrics;
 pub mod orgs;
+pub mod rate_limits;
 pub mod roles;
 pub mod users;
+pub mod waitlist;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -80,10 +89,34 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(roles::routes())
         .merge(users::routes())
         .merge(api_keys_routes::routes())
-        .merge(audit::routes());
+        .merge(audit::routes())
+        .merge(rate_limits::routes())
+        .merge(impersonation::routes())
+        .merge(waitlist::routes())
+        .merge(metrics::routes());
     let (router, mut doc) = OpenApiRouter::new().nest("/api/v1", api).split_for_parts();
     doc.info = ApiDoc::openapi().info;
-    (router, doc)
+    (
+        router.layer(axum::middleware::from_fn(rate_limit_headers)),
+        doc,
+    )
+}
+
+/// Where [`Caller`] leaves the management rate-limit decision for [`rate_limit_headers`].
+#[derive(Clone, Default)]
+struct RateSlot(Arc<OnceLock<Decision>>);
+
+/// Adds the `RateLimit-*` headers of the caller's decision to every authenticated
+/// response (draft-ietf-httpapi-ratelimit-headers §3: under the limit too). Over the
+/// limit [`Caller`] answers 429 itself, headers included.
+async fn rate_limit_headers(mut req: Request, next: Next) -> Response {
+    let slot = RateSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let mut resp = next.run(req).await;
+    if let Some(d) = slot.0.get() {
+        resp.headers_mut().extend(rate_limit::headers(d));
+    }
+    resp
 }
 
 /// The authenticated caller: its principal, and identity services acting as it (so every
@@ -94,37 +127,66 @@ pub struct Caller {
 }
 
 impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+    /// A problem: 401 for a bad key, 429 over the key's management rate limit.
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
-        let token = header
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("expected `Authorization: Bearer <key>`".into())
-            })?;
-        let principal = api_keys::authenticate(&state.identity, token).await?;
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
-        let actor: Actor = principal.actor(ip, user_agent);
-        Ok(Caller {
-            id: state.identity.acting_as(actor),
-            principal,
-        })
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let caller = authenticate(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        // Every authenticated request counts against its key (`Family::Management`); the
+        // owner and org select policies assigned to them.
+        let key = &caller.principal.key;
+        let mut rate_key = RateKey::new(Family::Management).api_key(key.api_key_id);
+        if let Some(u) = key.user_id {
+            rate_key = rate_key.user(u);
+        }
+        if let Some(o) = key.org_id {
+            rate_key = rate_key.org(o);
+        }
+        if let Some(ip) = caller.id.actor.ip {
+            rate_key = rate_key.ip(ip);
+        }
+        let d = crate::identity::rate_limit::check(&state.identity, &rate_key)
+            .await
+            .map_err(|e| ApiError::from(e).into_response())?;
+        if !d.allowed {
+            return Err(crate::http::rate_limit::too_many_requests(&d));
+        }
+        if let Some(slot) = parts.extensions.get::<RateSlot>() {
+            let _ = slot.0.set(d);
+        }
+        Ok(caller)
     }
+}
+
+/// API-key bearer authentication (RFC 6750 §2.1).
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+    let token = header
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .ok_or_else(|| ApiError::Unauthorized("expected `Authorization: Bearer <key>`".into()))?;
+    let principal = api_keys::authenticate(&state.identity, token).await?;
+    let ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let user_agent = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let actor: Actor = principal.actor(ip, user_agent);
+    Ok(Caller {
+        id: state.identity.acting_as(actor),
+        principal,
+    })
 }
 
 /// `?cursor=…&limit=…` on every list.
