@@ -51,6 +51,22 @@ impl Mailer for Outbox {
 }
 
 impl Outbox {
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    /// Waits (up to 5 s) for a mail beyond the first `before` (reset mails are sent in the
+    /// background).
+    async fn wait_beyond(&self, before: usize) {
+        for _ in 0..250 {
+            if self.len() > before {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("no mail arrived");
+    }
+
     /// The token of the last link mailed.
     fn last_token(&self) -> String {
         let mails = self.0.lock().unwrap();
@@ -658,9 +674,11 @@ async fn every_mutation_is_in_the_log_exactly_once(db: TestDb) {
         ip: Some(ip),
         user_agent: Some("lintel-console".into()),
     });
+    let mails = outbox.len();
     tokens::request_password_reset(&imp, "Bob@Example.com")
         .await
         .unwrap();
+    outbox.wait_beyond(mails).await;
     s.expect(
         &imp,
         "user.password_reset_requested",
