@@ -222,6 +222,54 @@ mod tests {
         assert_eq!(v["type"], "urn:lintel:problem:conflict");
     }
 
+    #[test]
+    fn every_identity_error_has_its_status() {
+        use IdentityError as E;
+        let cases: Vec<(IdentityError, u16)> = vec![
+            (E::invalid("email", "bad"), 422),
+            (
+                E::Conflict {
+                    field: "email".into(),
+                    message: "taken".into(),
+                },
+                409,
+            ),
+            (E::NotFound { what: "user" }, 404),
+            (E::CrossOrg { what: "role" }, 404),
+            (
+                E::Forbidden {
+                    reason: "no".into(),
+                },
+                403,
+            ),
+            (E::InheritanceCycle, 409),
+            (E::InvalidCredentials, 401),
+            (E::TokenInvalid, 401),
+            (E::TokenExpired, 401),
+            (E::AccountDisabled, 403),
+            (E::AccountLocked { until: None }, 403),
+            (E::PasswordChangeRequired, 403),
+            (E::SecondFactorRequired, 403),
+            (
+                E::LoginMethodNotAllowed {
+                    method: "password".into(),
+                },
+                403,
+            ),
+            (E::TokenUsed, 400),
+            (E::MfaCodeInvalid, 400),
+            (E::MfaCodeReplayed, 400),
+            (E::MfaNotEnrolled, 400),
+            (E::SessionExpired, 400),
+            (E::SessionRevoked, 400),
+            (E::Internal("boom".into()), 500),
+        ];
+        for (e, status) in cases {
+            let label = format!("{e:?}");
+            assert_eq!(ApiError::from(e).status().as_u16(), status, "{label}");
+        }
+    }
+
     #[tokio::test]
     async fn store_failures_are_bare_500s() {
         let store = crate::store::StoreError::Check;

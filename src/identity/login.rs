@@ -107,7 +107,7 @@ async fn check_password(
         }
     };
     let verified = match &hash {
-        Some(h) => id.passwords.verify(password, h).await.map_err(internal)?,
+        Some(h) => id.passwords.verify(password, h).await?,
         None => {
             dummy(id, password).await?;
             false
@@ -139,7 +139,7 @@ async fn check_password(
     {
         // Imported (bcrypt) or old-parameter hashes move to the current argon2id, unless
         // the password changed meanwhile.
-        let fresh = id.passwords.hash_any(password).await.map_err(internal)?;
+        let fresh = id.passwords.hash_any(password).await?;
         let mut c = id.db.conn().await?;
         if store::users::replace_password_hash(&mut c, user.user_id, old, &fresh, now).await? {
             tracing::info!(user_id = %user.user_id, "password rehashed to current parameters");
@@ -290,11 +290,7 @@ async fn check_second_factor(
 }
 
 async fn dummy(id: &Identity, password: &Secret<String>) -> Result<(), IdentityError> {
-    id.passwords.verify_dummy(password).await.map_err(internal)
-}
-
-fn internal(e: super::passwords::PasswordError) -> IdentityError {
-    IdentityError::Internal(e.to_string())
+    Ok(id.passwords.verify_dummy(password).await?)
 }
 
 /// A wrong password or code (already counted as attempt number `attempt`): the one that

@@ -70,6 +70,16 @@ pub enum PasswordError {
     Hash(String),
 }
 
+/// Policy failures are input errors on `password`; a hashing failure is internal.
+impl From<PasswordError> for super::IdentityError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Hash(m) => super::IdentityError::Internal(m),
+            other => super::IdentityError::invalid("password", other.to_string()),
+        }
+    }
+}
+
 impl Passwords {
     pub fn new(cfg: &PasswordConfig) -> Result<Self, PasswordError> {
         let params = Params::new(

@@ -7,7 +7,6 @@
 //! differs from the address it was mailed to.
 use super::audit::{self, Event};
 use super::mailer::Email;
-use super::passwords::PasswordError;
 use super::users::normalize_email;
 use super::{Identity, IdentityError};
 use crate::config::Secret;
@@ -125,10 +124,7 @@ pub fn check(
 
 /// Hashes a new password; policy failures are `Invalid { field: "password" }`.
 async fn hash_password(id: &Identity, password: &Secret<String>) -> Result<String, IdentityError> {
-    id.passwords.hash(password).await.map_err(|e| match e {
-        PasswordError::Hash(m) => IdentityError::Internal(m),
-        other => IdentityError::invalid("password", other.to_string()),
-    })
+    Ok(id.passwords.hash(password).await?)
 }
 
 fn ttl(d: Duration) -> Result<chrono::Duration, IdentityError> {

@@ -89,7 +89,7 @@ pub async fn create(
 ) -> Result<(User, Option<Membership>), IdentityError> {
     let email = normalize_email(&new.email)?;
     let hash = match &new.password {
-        Some(pw) => Some(id.passwords.hash(pw).await.map_err(password_error)?),
+        Some(pw) => Some(id.passwords.hash(pw).await?),
         None => None,
     };
     let now = id.clock.now();
@@ -400,7 +400,7 @@ pub async fn set_password(
     password: &Secret<String>,
     require_change: bool,
 ) -> Result<User, IdentityError> {
-    let hash = id.passwords.hash(password).await.map_err(password_error)?;
+    let hash = id.passwords.hash(password).await?;
     let now = id.clock.now();
     let mut tx = id.db.begin().await?;
     let mut user = store::users::get_for_update(&mut tx, user_id)
@@ -420,13 +420,6 @@ pub async fn set_password(
     .await?;
     tx.commit().await?;
     Ok(user)
-}
-
-fn password_error(e: super::passwords::PasswordError) -> IdentityError {
-    match e {
-        super::passwords::PasswordError::Hash(m) => IdentityError::Internal(m),
-        other => IdentityError::invalid("password", other.to_string()),
-    }
 }
 
 /// One user from a legacy system (`lintel user import`, one JSON object per line).

@@ -6,7 +6,6 @@
 //! invitation is sent to the same signup (the older ones are marked used).
 use super::audit::{self, Event};
 use super::mailer::Email;
-use super::passwords::PasswordError;
 use super::tokens::{self, describe_ttl, token_hash};
 use super::users::normalize_email;
 use super::{Identity, IdentityError};
@@ -241,10 +240,7 @@ pub async fn accept_invitation(
     let first_name = check_name("first_name", first_name)?;
     let last_name = check_name("last_name", last_name)?;
     let phc = match password {
-        Some(pw) => Some(id.passwords.hash(pw).await.map_err(|e| match e {
-            PasswordError::Hash(m) => IdentityError::Internal(m),
-            other => IdentityError::invalid("password", other.to_string()),
-        })?),
+        Some(pw) => Some(id.passwords.hash(pw).await?),
         None => None,
     };
     let now = id.clock.now();

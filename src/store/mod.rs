@@ -459,16 +459,24 @@ mod tests {
 
     #[test]
     fn conflict_fields_cover_both_dialects() {
-        for c in [
-            "users_email_key",
-            "organizations.url_safe_org_name",
-            "nope_key",
+        for (constraint, field) in [
+            ("users_email_key", "email"),
+            ("users_username_key", "username"),
+            ("organizations_url_safe_org_name_key", "url_safe_org_name"),
+            ("organizations.url_safe_org_name", "url_safe_org_name"),
+            ("user_organization_info_pkey", "membership"),
+            (
+                "user_organization_info.user_id, user_organization_info.org_id",
+                "membership",
+            ),
+            ("org_domains_org_domain_key", "domain"),
+            ("not_a_known_key", "not_a_known_key"),
         ] {
             let e = StoreError::Conflict {
-                constraint: c.into(),
+                constraint: constraint.into(),
             };
-            let f = e.conflict_field().unwrap();
-            assert!(["email", "url_safe_org_name", "nope_key"].contains(&f));
+            assert_eq!(e.conflict_field(), Some(field), "{constraint}");
         }
+        assert_eq!(StoreError::Check.conflict_field(), None);
     }
 }

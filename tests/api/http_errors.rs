@@ -54,6 +54,15 @@ fn probes() -> Router<AppState> {
             }),
         )
         .route(
+            "/probe/panics",
+            get(|| async {
+                let v: Vec<u8> = Vec::new();
+                #[allow(clippy::indexing_slicing)]
+                let x = v[3];
+                x.to_string()
+            }),
+        )
+        .route(
             "/probe/broken",
             get(|| async {
                 Err::<(), _>(ApiError::Internal(
@@ -174,6 +183,19 @@ async fn internal_errors_are_a_bare_500() {
     let body: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(body["type"], "urn:lintel:problem:internal");
     assert!(body.get("detail").is_none());
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_a_bare_500_and_the_server_lives_on() {
+    let app = spawn(&[]).await;
+    let r = app.client.get(app.url("/probe/panics")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], "urn:lintel:problem:internal");
+    assert!(body.get("detail").is_none());
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
     app.finish().await;
 }
 
