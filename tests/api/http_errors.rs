@@ -189,7 +189,12 @@ async fn internal_errors_are_a_bare_500() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_is_a_bare_500_and_the_server_lives_on() {
     let app = spawn(&[]).await;
-    let r = app.client.get(app.url("/probe/panics")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/probe/panics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 500);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["type"], "urn:lintel:problem:internal");
