@@ -5,10 +5,7 @@ use super::audit::{self, Event};
 use super::{Identity, IdentityError};
 use crate::config::Secret;
 use crate::store::{self, TextList, api_keys::ApiKey};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -37,8 +34,9 @@ pub fn parse(key: &str) -> Option<(&str, &str)> {
     (ok_prefix && secret.len() == 43).then_some((prefix, secret))
 }
 
+/// The stored form of a key's secret (the same SHA-256 as every bearer secret).
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    super::sessions::hash_token(secret)
 }
 
 fn new_prefix() -> String {
@@ -109,7 +107,7 @@ pub async fn create(
         });
     }
     let prefix = new_prefix();
-    let secret = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let secret = super::sessions::new_token();
     let key = ApiKey {
         api_key_id: Uuid::now_v7(),
         user_id: new.user_id,
@@ -229,6 +227,8 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     #[test]
     fn key_format() {

@@ -84,22 +84,7 @@ pub async fn export_logs(
     Query(q): Query<AuditQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let f = filter(&caller, q).await?;
-    let mut out = String::new();
-    let mut after = None;
-    loop {
-        let rows = audit::list(&caller.id, &f, after, 500).await?;
-        let Some(last) = rows.last() else { break };
-        after = Some(last.log_id);
-        let done = rows.len() < 500;
-        for r in rows {
-            let line = serde_json::to_string(&AuditLog::from(r))
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            out.push_str(&line);
-            out.push('\n');
-        }
-        if done {
-            break;
-        }
-    }
+    let mut out = Vec::new();
+    audit::export_jsonl(&caller.id, &f, &mut out).await?;
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], out))
 }
