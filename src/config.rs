@@ -188,6 +188,34 @@ pub const KEYS: &[KeySpec] = &[
         key: "impersonation.max_duration_secs",
         default: "3600",
     },
+    KeySpec {
+        key: "scim.token_ttl_secs",
+        default: "0",
+    },
+    KeySpec {
+        key: "scim.token_overlap_secs",
+        default: "86400",
+    },
+    KeySpec {
+        key: "scim.max_results",
+        default: "1000",
+    },
+    KeySpec {
+        key: "scim.bulk_max_operations",
+        default: "1000",
+    },
+    KeySpec {
+        key: "scim.bulk_max_payload_bytes",
+        default: "1048576",
+    },
+    KeySpec {
+        key: "scim.user_name_maps_to",
+        default: "email",
+    },
+    KeySpec {
+        key: "scim.delete_orphan_users",
+        default: "true",
+    },
 ];
 
 /// Environment variables with the `LINTEL_` prefix that are not configuration keys.
@@ -222,6 +250,24 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub waitlist: WaitlistConfig,
     pub impersonation: ImpersonationConfig,
+    pub scim: ScimConfig,
+}
+
+/// The SCIM server (`/scim/v2`).
+#[derive(Debug, Clone)]
+pub struct ScimConfig {
+    /// Lifetime of a new client token (`None`: no expiry).
+    pub token_ttl: Option<Duration>,
+    /// After a rotation, older tokens stay valid this long.
+    pub token_overlap: Duration,
+    /// Largest page (`count`) served; advertised in /ServiceProviderConfig.
+    pub max_results: u32,
+    pub bulk_max_operations: u32,
+    pub bulk_max_payload_bytes: u64,
+    /// Where `userName` lands by default: the `email` or the `username` column.
+    pub user_name_maps_to: String,
+    /// DELETE /Users/{id} deletes the user row too when no other org or login remains.
+    pub delete_orphan_users: bool,
 }
 
 /// A default rate-limit policy: at most `limit` requests per `window_secs`.
@@ -615,6 +661,26 @@ impl Config {
             },
             impersonation: ImpersonationConfig {
                 max_duration: raw.get("impersonation.max_duration_secs", positive_secs)?,
+            },
+            scim: ScimConfig {
+                token_ttl: raw.get("scim.token_ttl_secs", |s| {
+                    number(0u64, 315_360_000)(s)
+                        .map(|n| (n > 0).then(|| Duration::from_secs(n)))
+                })?,
+                token_overlap: raw.get("scim.token_overlap_secs", secs)?,
+                max_results: raw.get("scim.max_results", number(1u32, 10_000))?,
+                bulk_max_operations: raw.get("scim.bulk_max_operations", number(1u32, 100_000))?,
+                bulk_max_payload_bytes: raw
+                    .get("scim.bulk_max_payload_bytes", number(1024u64, 104_857_600))?,
+                user_name_maps_to: raw.get("scim.user_name_maps_to", |s| match s {
+                    "email" | "username" => Ok(s.to_string()),
+                    _ => Err("expected `email` or `username`".into()),
+                })?,
+                delete_orphan_users: raw.get("scim.delete_orphan_users", |s| match s {
+                    "true" => Ok(true),
+                    "false" => Ok(false),
+                    _ => Err("expected true or false".into()),
+                })?,
             },
             mfa: MfaConfig {
                 totp_issuer: raw.get("mfa.totp_issuer", |s| {

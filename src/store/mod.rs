@@ -26,6 +26,7 @@ pub mod org_settings;
 pub mod orgs;
 pub mod rate_limits;
 pub mod roles;
+pub mod scim;
 pub mod sessions;
 pub mod signing_keys;
 pub mod tokens;

@@ -1,0 +1,54 @@
+-- SCIM server (issue #5): client names, token bookkeeping, the stored SCIM document of
+-- each provisioned user, membership state, group → role mappings, and resource counts
+-- kept by triggers so `totalResults` of an unfiltered list never scans.
+
+ALTER TABLE scim_clients ADD COLUMN name text;
+
+ALTER TABLE scim_tokens ADD COLUMN created_at timestamptz;
+
+-- The SCIM representation as last written by the IdP (without id/meta/externalId, which
+-- live in their own columns and tables); mapped attributes are overlaid on output.
+ALTER TABLE scim_users ADD COLUMN attributes jsonb NOT NULL DEFAULT '{}';
+-- `active: false` disables the membership (sign-in into the org is refused).
+ALTER TABLE scim_users ADD COLUMN active boolean NOT NULL DEFAULT true;
+ALTER TABLE scim_users ADD COLUMN display_name text;
+-- The client that provisioned the user (NULL once that client is deleted).
+ALTER TABLE scim_users ADD COLUMN client_id uuid REFERENCES scim_clients (client_id) ON DELETE SET NULL;
+CREATE INDEX scim_users_org_display_name_idx ON scim_users (org_id, lower(display_name));
+CREATE INDEX scim_users_client_id_idx ON scim_users (client_id);
+
+-- Group → org role, per client: members of a group named `group_display_name`
+-- (case-insensitive) hold `role_id` in the client's org.
+CREATE TABLE scim_group_roles (
+    client_id          uuid NOT NULL REFERENCES scim_clients (client_id) ON DELETE CASCADE,
+    group_display_name text NOT NULL,
+    role_id            uuid NOT NULL REFERENCES roles (role_id) ON DELETE CASCADE,
+    PRIMARY KEY (client_id, group_display_name)
+);
+CREATE INDEX scim_group_roles_role_id_idx ON scim_group_roles (role_id);
+
+CREATE TABLE scim_resource_counts (
+    org_id        uuid   NOT NULL REFERENCES organizations (org_id) ON DELETE CASCADE,
+    resource_type text   NOT NULL CHECK (resource_type IN ('User', 'Group')),
+    total         bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (org_id, resource_type)
+);
+
+CREATE FUNCTION scim_count_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    kind text := CASE TG_TABLE_NAME WHEN 'scim_users' THEN 'User' ELSE 'Group' END;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO scim_resource_counts (org_id, resource_type, total) VALUES (NEW.org_id, kind, 1)
+        ON CONFLICT (org_id, resource_type) DO UPDATE SET total = scim_resource_counts.total + 1;
+        RETURN NEW;
+    END IF;
+    UPDATE scim_resource_counts SET total = total - 1
+    WHERE org_id = OLD.org_id AND resource_type = kind;
+    RETURN OLD;
+END;
+$$;
+CREATE TRIGGER scim_users_count AFTER INSERT OR DELETE ON scim_users
+    FOR EACH ROW EXECUTE FUNCTION scim_count_rows();
+CREATE TRIGGER scim_groups_count AFTER INSERT OR DELETE ON scim_groups
+    FOR EACH ROW EXECUTE FUNCTION scim_count_rows();

@@ -1,0 +1,619 @@
+//! SCIM Users (a `scim_users` row joined to its `users` row) and Groups with members,
+//! resource metadata (version, timestamps) and per-client externalIds.
+use super::query::{Bound, Col, Cond, Dialect, Resource, Sql, order_by};
+use crate::store::{Access, Exec, Json, StoreError, TextList, with_conn};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub fn dialect(a: &mut impl Access) -> Dialect {
+    match a.exec() {
+        Exec::Sqlite(_) => Dialect::Sqlite,
+        Exec::Postgres(_) => Dialect::Postgres,
+    }
+}
+
+/// Binds rendered values, in order, onto a query.
+macro_rules! bind_all {
+    ($q:expr, $binds:expr) => {{
+        let mut q = $q;
+        for b in $binds {
+            q = match b {
+                Bound::Text(s) => q.bind(s),
+                Bound::Bool(v) => q.bind(v),
+                Bound::Num(n) => q.bind(n),
+                Bound::Time(t) => q.bind(t),
+                Bound::Uuid(u) => q.bind(u),
+                Bound::TextArray(v) => q.bind(TextList(v)),
+            };
+        }
+        q
+    }};
+}
+
+/// How a listing is ordered and cut.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub sort: Option<(Col, bool /* fold */)>,
+    pub descending: bool,
+    /// Rows to skip (`startIndex - 1`).
+    pub offset: u64,
+    pub limit: u32,
+    /// Keyset cursor: ids after this one (ordered by id; RFC 9865).
+    pub after: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct UserRow {
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    pub user_name: String,
+    pub display_name: Option<String>,
+    pub attributes: Json<Value>,
+    pub active: bool,
+    pub client_id: Option<Uuid>,
+    pub email: String,
+    pub email_confirmed: bool,
+    pub username: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub picture_url: Option<String>,
+    pub enabled: bool,
+    pub properties: Json<Value>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub last_modified: DateTime<Utc>,
+    pub external_id: Option<String>,
+}
+
+/// `$1` is the requesting client (for its externalIds), `$2` the org.
+const USER_FROM: &str = "FROM scim_users su
+    JOIN users u ON u.user_id = su.user_id
+    JOIN scim_resource_meta m ON m.resource_type = 'User' AND m.resource_id = su.user_id
+    LEFT JOIN scim_external_ids x
+      ON x.client_id = $1 AND x.resource_type = 'User' AND x.resource_id = su.user_id
+    WHERE su.org_id = $2";
+
+const USER_COLUMNS: &str = "su.user_id, su.org_id, su.user_name, su.display_name, su.attributes, \
+    su.active, su.client_id, u.email, u.email_confirmed, u.username, u.first_name, u.last_name, \
+    u.picture_url, u.enabled, u.properties, m.version, m.created_at, m.last_modified, \
+    x.external_id";
+
+pub async fn get_user(
+    a: &mut impl Access,
+    client_id: Uuid,
+    org_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<UserRow>, StoreError> {
+    let sql = format!("SELECT {USER_COLUMNS} {USER_FROM} AND su.user_id = $3");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(client_id)
+        .bind(org_id)
+        .bind(user_id)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+/// Locks a provisioned user's row for the rest of the transaction (PostgreSQL; SQLite's
+/// `BEGIN IMMEDIATE` already serializes writers). `false` when there is none.
+pub async fn lock_user(a: &mut impl Access, org_id: Uuid, user_id: Uuid) -> Result<bool, StoreError> {
+    let row: Option<(Uuid,)> = match a.exec() {
+        Exec::Sqlite(c) => {
+            sqlx::query_as("SELECT user_id FROM scim_users WHERE org_id = $1 AND user_id = $2")
+                .bind(org_id)
+                .bind(user_id)
+                .fetch_optional(&mut *c)
+                .await?
+        }
+        Exec::Postgres(c) => {
+            sqlx::query_as(
+                "SELECT user_id FROM scim_users WHERE org_id = $1 AND user_id = $2 FOR UPDATE",
+            )
+            .bind(org_id)
+            .bind(user_id)
+            .fetch_optional(&mut *c)
+            .await?
+        }
+    };
+    Ok(row.is_some())
+}
+
+pub async fn search_users(
+    a: &mut impl Access,
+    client_id: Uuid,
+    org_id: Uuid,
+    cond: &Cond,
+    page: &Page,
+) -> Result<Vec<UserRow>, StoreError> {
+    let mut q = Sql::new(dialect(a), Resource::User, 3);
+    q.cond(cond);
+    if let Some(after) = page.after {
+        let p = q.bind(Bound::Uuid(after));
+        q.text.push_str(&format!(" AND su.user_id > {p}"));
+    }
+    let where_ = std::mem::take(&mut q.text);
+    let order = order_by(
+        &mut q,
+        page.sort.as_ref().map(|s| &s.0),
+        page.descending,
+        page.sort.as_ref().is_some_and(|s| s.1),
+    );
+    let n = q.binds.len();
+    let (limit, offset) = (format!("${}", n + 3), format!("${}", n + 4));
+    let binds = q.binds;
+    let sql = format!(
+        "SELECT {USER_COLUMNS} {USER_FROM} AND {where_} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+    );
+    let (lim, off) = (i64::from(page.limit), page.offset as i64);
+    Ok(with_conn!(a, |c| bind_all!(
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(client_id)
+            .bind(org_id),
+        binds.clone()
+    )
+    .bind(lim)
+    .bind(off)
+    .fetch_all(&mut *c)
+    .await?))
+}
+
+pub async fn count_users(
+    a: &mut impl Access,
+    client_id: Uuid,
+    org_id: Uuid,
+    cond: &Cond,
+) -> Result<i64, StoreError> {
+    let mut q = Sql::new(dialect(a), Resource::User, 3);
+    q.cond(cond);
+    let sql = format!("SELECT COUNT(*) {USER_FROM} AND {}", q.text);
+    let binds = q.binds;
+    let (n,): (i64,) = with_conn!(a, |c| bind_all!(
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(client_id)
+            .bind(org_id),
+        binds.clone()
+    )
+    .fetch_one(&mut *c)
+    .await?);
+    Ok(n)
+}
+
+/// Resources of a type in an org, from the trigger-maintained counter (no scan).
+pub async fn total(a: &mut impl Access, org_id: Uuid, resource_type: &str) -> Result<i64, StoreError> {
+    let row: Option<(i64,)> = with_conn!(a, |c| sqlx::query_as(
+        "SELECT total FROM scim_resource_counts WHERE org_id = $1 AND resource_type = $2"
+    )
+    .bind(org_id)
+    .bind(resource_type)
+    .fetch_optional(&mut *c)
+    .await?);
+    Ok(row.map_or(0, |r| r.0))
+}
+
+/// A provisioned user's SCIM-side row.
+#[derive(Debug, Clone)]
+pub struct ScimUser {
+    pub org_id: Uuid,
+    pub user_id: Uuid,
+    pub user_name: String,
+    pub display_name: Option<String>,
+    pub attributes: Value,
+    pub active: bool,
+    pub client_id: Option<Uuid>,
+}
+
+pub async fn insert_scim_user(a: &mut impl Access, u: &ScimUser) -> Result<(), StoreError> {
+    with_conn!(a, |c| sqlx::query(
+        "INSERT INTO scim_users (org_id, user_id, user_name, display_name, attributes, active, client_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    )
+    .bind(u.org_id)
+    .bind(u.user_id)
+    .bind(&u.user_name)
+    .bind(&u.display_name)
+    .bind(Json(&u.attributes))
+    .bind(u.active)
+    .bind(u.client_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+pub async fn update_scim_user(a: &mut impl Access, u: &ScimUser) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE scim_users SET user_name = $3, display_name = $4, attributes = $5, active = $6
+         WHERE org_id = $1 AND user_id = $2"
+    )
+    .bind(u.org_id)
+    .bind(u.user_id)
+    .bind(&u.user_name)
+    .bind(&u.display_name)
+    .bind(Json(&u.attributes))
+    .bind(u.active)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+pub async fn delete_scim_user(
+    a: &mut impl Access,
+    org_id: Uuid,
+    user_id: Uuid,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "DELETE FROM scim_users WHERE org_id = $1 AND user_id = $2"
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+/// Orgs other than `org_id` in which the user is provisioned or a member.
+pub async fn other_orgs(a: &mut impl Access, user_id: Uuid, org_id: Uuid) -> Result<i64, StoreError> {
+    let (n,): (i64,) = with_conn!(a, |c| sqlx::query_as(
+        "SELECT COUNT(*) FROM user_organization_info WHERE user_id = $1 AND org_id <> $2"
+    )
+    .bind(user_id)
+    .bind(org_id)
+    .fetch_one(&mut *c)
+    .await?);
+    Ok(n)
+}
+
+/// Creates the metadata row of a new resource (version 1).
+pub async fn insert_meta(
+    a: &mut impl Access,
+    resource_type: &str,
+    resource_id: Uuid,
+    org_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    with_conn!(a, |c| sqlx::query(
+        "INSERT INTO scim_resource_meta (resource_type, resource_id, org_id, version, created_at, last_modified)
+         VALUES ($1, $2, $3, 1, $4, $4)
+         ON CONFLICT (resource_type, resource_id) DO UPDATE SET version = scim_resource_meta.version + 1, last_modified = $4"
+    )
+    .bind(resource_type)
+    .bind(resource_id)
+    .bind(org_id)
+    .bind(now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+/// A change: the version goes up by one.
+pub async fn bump_meta(
+    a: &mut impl Access,
+    resource_type: &str,
+    resource_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    with_conn!(a, |c| sqlx::query(
+        "UPDATE scim_resource_meta SET version = version + 1, last_modified = $3
+         WHERE resource_type = $1 AND resource_id = $2"
+    )
+    .bind(resource_type)
+    .bind(resource_id)
+    .bind(now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+pub async fn delete_meta(
+    a: &mut impl Access,
+    resource_type: &str,
+    resource_id: Uuid,
+) -> Result<(), StoreError> {
+    with_conn!(a, |c| sqlx::query(
+        "DELETE FROM scim_resource_meta WHERE resource_type = $1 AND resource_id = $2"
+    )
+    .bind(resource_type)
+    .bind(resource_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+/// Sets (or with `None` clears) a client's externalId of a resource.
+pub async fn set_external_id(
+    a: &mut impl Access,
+    client_id: Uuid,
+    resource_type: &str,
+    resource_id: Uuid,
+    external_id: Option<&str>,
+) -> Result<(), StoreError> {
+    with_conn!(a, |c| sqlx::query(
+        "DELETE FROM scim_external_ids WHERE client_id = $1 AND resource_type = $2 AND resource_id = $3"
+    )
+    .bind(client_id)
+    .bind(resource_type)
+    .bind(resource_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    if let Some(ext) = external_id {
+        with_conn!(a, |c| sqlx::query(
+            "INSERT INTO scim_external_ids (client_id, resource_type, resource_id, external_id)
+             VALUES ($1, $2, $3, $4)"
+        )
+        .bind(client_id)
+        .bind(resource_type)
+        .bind(resource_id)
+        .bind(ext)
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct GroupRow {
+    pub group_id: Uuid,
+    pub org_id: Uuid,
+    pub display_name: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub external_id: Option<String>,
+}
+
+const GROUP_FROM: &str = "FROM scim_groups g
+    LEFT JOIN scim_external_ids x
+      ON x.client_id = $1 AND x.resource_type = 'Group' AND x.resource_id = g.group_id
+    WHERE g.org_id = $2";
+
+const GROUP_COLUMNS: &str =
+    "g.group_id, g.org_id, g.display_name, g.version, g.created_at, g.updated_at, x.external_id";
+
+pub async fn get_group(
+    a: &mut impl Access,
+    client_id: Uuid,
+    org_id: Uuid,
+    group_id: Uuid,
+) -> Result<Option<GroupRow>, StoreError> {
+    let sql = format!("SELECT {GROUP_COLUMNS} {GROUP_FROM} AND g.group_id = $3");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(client_id)
+        .bind(org_id)
+        .bind(group_id)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+/// Locks a group row for the transaction (PostgreSQL; see [`lock_user`]).
+pub async fn lock_group(a: &mut impl Access, org_id: Uuid, group_id: Uuid) -> Result<bool, StoreError> {
+    let row: Option<(Uuid,)> = match a.exec() {
+        Exec::Sqlite(c) => {
+            sqlx::query_as("SELECT group_id FROM scim_groups WHERE org_id = $1 AND group_id = $2")
+                .bind(org_id)
+                .bind(group_id)
+                .fetch_optional(&mut *c)
+                .await?
+        }
+        Exec::Postgres(c) => {
+            sqlx::query_as(
+                "SELECT group_id FROM scim_groups WHERE org_id = $1 AND group_id = $2 FOR UPDATE",
+            )
+            .bind(org_id)
+            .bind(group_id)
+            .fetch_optional(&mut *c)
+            .await?
+        }
+    };
+    Ok(row.is_some())
+}
+
+pub async fn search_groups(
+    a: &mut impl Access,
+    client_id: Uuid,
+    org_id: Uuid,
+    cond: &Cond,
+    page: &Page,
+) -> Result<Vec<GroupRow>, StoreError> {
+    let mut q = Sql::new(dialect(a), Resource::Group, 3);
+    q.cond(cond);
+    if let Some(after) = page.after {
+        let p = q.bind(Bound::Uuid(after));
+        q.text.push_str(&format!(" AND g.group_id > {p}"));
+    }
+    let where_ = std::mem::take(&mut q.text);
+    let order = order_by(
+        &mut q,
+        page.sort.as_ref().map(|s| &s.0),
+        page.descending,
+        page.sort.as_ref().is_some_and(|s| s.1),
+    );
+    let n = q.binds.len();
+    let (limit, offset) = (format!("${}", n + 3), format!("${}", n + 4));
+    let binds = q.binds;
+    let sql = format!(
+        "SELECT {GROUP_COLUMNS} {GROUP_FROM} AND {where_} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+    );
+    let (lim, off) = (i64::from(page.limit), page.offset as i64);
+    Ok(with_conn!(a, |c| bind_all!(
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(client_id)
+            .bind(org_id),
+        binds.clone()
+    )
+    .bind(lim)
+    .bind(off)
+    .fetch_all(&mut *c)
+    .await?))
+}
+
+pub async fn count_groups(
+    a: &mut impl Access,
+    client_id: Uuid,
+    org_id: Uuid,
+    cond: &Cond,
+) -> Result<i64, StoreError> {
+    let mut q = Sql::new(dialect(a), Resource::Group, 3);
+    q.cond(cond);
+    let sql = format!("SELECT COUNT(*) {GROUP_FROM} AND {}", q.text);
+    let binds = q.binds;
+    let (n,): (i64,) = with_conn!(a, |c| bind_all!(
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(client_id)
+            .bind(org_id),
+        binds.clone()
+    )
+    .fetch_one(&mut *c)
+    .await?);
+    Ok(n)
+}
+
+pub async fn insert_group(
+    a: &mut impl Access,
+    group_id: Uuid,
+    org_id: Uuid,
+    display_name: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    with_conn!(a, |c| sqlx::query(
+        "INSERT INTO scim_groups (group_id, org_id, display_name, created_at, updated_at, version)
+         VALUES ($1, $2, $3, $4, $4, 1)"
+    )
+    .bind(group_id)
+    .bind(org_id)
+    .bind(display_name)
+    .bind(now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+/// Renames (possibly to the same name) and bumps the version.
+pub async fn touch_group(
+    a: &mut impl Access,
+    group_id: Uuid,
+    display_name: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    with_conn!(a, |c| sqlx::query(
+        "UPDATE scim_groups SET display_name = $2, updated_at = $3, version = version + 1
+         WHERE group_id = $1"
+    )
+    .bind(group_id)
+    .bind(display_name)
+    .bind(now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+pub async fn delete_group(a: &mut impl Access, org_id: Uuid, group_id: Uuid) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "DELETE FROM scim_groups WHERE org_id = $1 AND group_id = $2"
+    )
+    .bind(org_id)
+    .bind(group_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+/// Members of a group with their SCIM display name in the org (or email), ordered by id.
+pub async fn members(
+    a: &mut impl Access,
+    org_id: Uuid,
+    group_id: Uuid,
+) -> Result<Vec<(Uuid, Option<String>)>, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query_as(
+        "SELECT gm.user_id, COALESCE(su.display_name, su.user_name)
+         FROM scim_group_members gm
+         LEFT JOIN scim_users su ON su.user_id = gm.user_id AND su.org_id = $1
+         WHERE gm.group_id = $2 ORDER BY gm.user_id"
+    )
+    .bind(org_id)
+    .bind(group_id)
+    .fetch_all(&mut *c)
+    .await?))
+}
+
+pub async fn add_member(
+    a: &mut impl Access,
+    group_id: Uuid,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "INSERT INTO scim_group_members (group_id, user_id, added_at) VALUES ($1, $2, $3)
+         ON CONFLICT (group_id, user_id) DO NOTHING"
+    )
+    .bind(group_id)
+    .bind(user_id)
+    .bind(now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+pub async fn remove_member(a: &mut impl Access, group_id: Uuid, user_id: Uuid) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "DELETE FROM scim_group_members WHERE group_id = $1 AND user_id = $2"
+    )
+    .bind(group_id)
+    .bind(user_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+/// Groups of the org the user belongs to: (id, displayName).
+pub async fn groups_of_user(
+    a: &mut impl Access,
+    org_id: Uuid,
+    user_id: Uuid,
+) -> Result<Vec<(Uuid, String)>, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query_as(
+        "SELECT g.group_id, g.display_name FROM scim_group_members gm
+         JOIN scim_groups g ON g.group_id = gm.group_id
+         WHERE gm.user_id = $1 AND g.org_id = $2 ORDER BY g.group_id"
+    )
+    .bind(user_id)
+    .bind(org_id)
+    .fetch_all(&mut *c)
+    .await?))
+}
+
+/// Which of `ids` are users provisioned in (or members of) the org.
+pub async fn users_in_org(
+    a: &mut impl Access,
+    org_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>, StoreError> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(200) {
+        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT user_id FROM user_organization_info WHERE org_id = $1 AND user_id IN ({})",
+            placeholders.join(", ")
+        );
+        let rows: Vec<(Uuid,)> = with_conn!(a, |c| {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(org_id);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.fetch_all(&mut *c).await?
+        });
+        found.extend(rows.into_iter().map(|r| r.0));
+    }
+    Ok(found)
+}
