@@ -41,6 +41,62 @@ pub enum Command {
     /// API keys for the management API.
     #[command(subcommand, name = "api-key")]
     ApiKey(ApiKeyCommand),
+    /// SCIM clients (one per IdP connection of an organization).
+    #[command(subcommand, name = "scim-client")]
+    ScimClient(ScimClientCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScimClientCommand {
+    /// Create a client and its first token; prints `client_id`, `token` (once) and `base_url`.
+    Create {
+        /// Organization id or url_safe_org_name.
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Issue a new token; older tokens stay valid for `scim.token_overlap_secs`.
+    RotateToken {
+        #[arg(long)]
+        id: uuid::Uuid,
+    },
+    /// Revoke one token at once.
+    RevokeToken {
+        #[arg(long)]
+        id: uuid::Uuid,
+        #[arg(long)]
+        token_id: uuid::Uuid,
+    },
+    /// Replace the client's attribute mapping: `--map SCIM_ATTRIBUTE=LOCAL` (repeatable),
+    /// e.g. `--map title=properties.title`; none restores the defaults.
+    SetMapping {
+        #[arg(long)]
+        id: uuid::Uuid,
+        #[arg(long = "map", value_name = "SCIM=LOCAL")]
+        maps: Vec<String>,
+    },
+    /// Replace the client's group → role rules: `--rule "GROUP NAME=ROLE"` (repeatable).
+    SetGroupRoles {
+        #[arg(long)]
+        id: uuid::Uuid,
+        #[arg(long = "rule", value_name = "GROUP=ROLE")]
+        rules: Vec<String>,
+    },
+    /// Disable (tokens stop working) or enable a client.
+    Disable {
+        #[arg(long)]
+        id: uuid::Uuid,
+    },
+    Enable {
+        #[arg(long)]
+        id: uuid::Uuid,
+    },
+    /// Delete a client with its tokens and mappings (provisioned users stay).
+    Delete {
+        #[arg(long)]
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,6 +367,11 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             let id = app::identity(&config, db, clock)?;
             api_key_admin(&id, cmd).await
         }
+        Command::ScimClient(cmd) => {
+            let db = app::open_store(&config).await?;
+            let id = app::identity(&config, db, clock)?;
+            scim_client_admin(&id, cmd).await
+        }
         Command::Role(cmd) => {
             let db = app::open_store(&config).await?;
             let id = app::identity(&config, db, clock)?;
@@ -479,6 +540,79 @@ async fn api_key_admin(id: &identity::Identity, cmd: ApiKeyCommand) -> Result<()
         ApiKeyCommand::Revoke { id: key_id } => identity::api_keys::revoke(id, key_id).await?,
     };
     print(api_key_json(&key));
+    Ok(())
+}
+
+fn pairs(items: &[String], what: &str) -> Result<Vec<(String, String)>, Failure> {
+    items
+        .iter()
+        .map(|m| {
+            m.split_once('=')
+                .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+                .ok_or_else(|| Failure::Command(format!("{what} `{m}`: expected A=B")))
+        })
+        .collect()
+}
+
+async fn scim_client_admin(id: &identity::Identity, cmd: ScimClientCommand) -> Result<(), Failure> {
+    use crate::scim::clients;
+    let client_json = |c: &crate::store::scim::ScimClient| {
+        json!({
+            "client_id": c.client_id,
+            "org_id": c.org_id,
+            "name": c.name,
+            "enabled": c.enabled,
+            "created_at": c.created_at,
+        })
+    };
+    match cmd {
+        ScimClientCommand::Create { org, name } => {
+            let org_id = identity::orgs::resolve(id, &org).await?.org_id;
+            let (client, token, secret) = clients::create(id, org_id, name).await?;
+            let mut out = client_json(&client);
+            out["token"] = json!(secret.expose());
+            out["token_id"] = json!(token.token_id);
+            out["token_expires_at"] = json!(token.expires_at);
+            out["base_url"] = json!(crate::scim::base_url(&id.config));
+            print(out);
+        }
+        ScimClientCommand::RotateToken { id: client_id } => {
+            let (token, secret) = clients::rotate_token(id, client_id).await?;
+            print(json!({
+                "client_id": client_id,
+                "token_id": token.token_id,
+                "token": secret.expose(),
+                "token_expires_at": token.expires_at,
+            }));
+        }
+        ScimClientCommand::RevokeToken {
+            id: client_id,
+            token_id,
+        } => {
+            clients::revoke_token(id, client_id, token_id).await?;
+            print(json!({ "client_id": client_id, "token_id": token_id, "revoked": true }));
+        }
+        ScimClientCommand::SetMapping { id: client_id, maps } => {
+            let rows = clients::set_mappings(id, client_id, pairs(&maps, "mapping")?).await?;
+            print(json!({ "client_id": client_id, "mappings": rows }));
+        }
+        ScimClientCommand::SetGroupRoles {
+            id: client_id,
+            rules,
+        } => {
+            let rows = clients::set_group_roles(id, client_id, pairs(&rules, "rule")?).await?;
+            print(json!({ "client_id": client_id, "group_roles": rows }));
+        }
+        ScimClientCommand::Disable { id: client_id } | ScimClientCommand::Enable { id: client_id } => {
+            let enabled = matches!(cmd, ScimClientCommand::Enable { .. });
+            let c = clients::update(id, client_id, None, Some(enabled)).await?;
+            print(client_json(&c));
+        }
+        ScimClientCommand::Delete { id: client_id } => {
+            clients::delete(id, client_id).await?;
+            print(json!({ "client_id": client_id, "deleted": true }));
+        }
+    }
     Ok(())
 }
 

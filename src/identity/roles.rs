@@ -709,6 +709,70 @@ pub async fn remove_inheritance(
     Ok(())
 }
 
+/// Brings a member's roles from an external source (SCIM group → role rules) in line,
+/// inside the caller's transaction: of the `managed` roles, the member ends up holding
+/// exactly `desired`. In a `multi_role` org they are additional roles (the primary role is
+/// never taken away); in a `single_role` org the first desired role (by name) becomes the
+/// primary role, and a managed primary role no longer desired falls back to `member`.
+/// Returns the membership before and after when anything changed. Writes no audit row (the
+/// caller's mutation does).
+pub(crate) async fn sync_managed_roles(
+    tx: &mut Tx,
+    org: &Org,
+    user_id: Uuid,
+    managed: &[Uuid],
+    desired: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<Option<(Membership, Membership)>, IdentityError> {
+    let Some(before) = store::memberships::get(tx, user_id, org.org_id).await? else {
+        return Ok(None);
+    };
+    let held = store::roles::member_role_ids(tx, org.org_id, user_id).await?;
+    let m = if org.org_role_structure == RoleStructure::SingleRole.as_str() {
+        let mut wanted: Vec<Role> = Vec::new();
+        for r in desired {
+            if let Some(role) = store::roles::get_role(tx, *r).await? {
+                wanted.push(role);
+            }
+        }
+        wanted.sort_by(|a, b| a.name.cmp(&b.name));
+        let current = store::roles::find_role_by_name(tx, org.org_id, &before.user_role).await?;
+        let current_managed = current.as_ref().is_some_and(|c| managed.contains(&c.role_id));
+        let target = match (wanted.first(), current_managed) {
+            (Some(w), _) => Some(w.clone()),
+            (None, true) => Some(role_named(tx, org.org_id, super::users::DEFAULT_MEMBER_ROLE).await?),
+            (None, false) => None,
+        };
+        match target {
+            Some(t) if t.name != before.user_role => {
+                replace_primary(tx, org, &before, &t, now).await?
+            }
+            _ => return Ok(None),
+        }
+    } else {
+        let mut changed = false;
+        for r in managed {
+            let want = desired.contains(r);
+            let has = held.contains(r);
+            if want && !has {
+                changed |= store::roles::assign(tx, user_id, *r, now).await?;
+            } else if !want && has {
+                let is_primary = store::roles::get_role(tx, *r)
+                    .await?
+                    .is_some_and(|role| role.name == before.user_role);
+                if !is_primary {
+                    changed |= store::roles::unassign(tx, user_id, *r).await?;
+                }
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        sync_member(tx, org.org_id, user_id).await?
+    };
+    Ok(Some((before, m)))
+}
+
 /// Gives a member a role. In a `single_role` org it replaces the primary role; in a
 /// `multi_role` org it is added (assigning a held role is a no-op).
 pub async fn assign_role(

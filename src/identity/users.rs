@@ -37,7 +37,7 @@ pub fn normalize_email(raw: &str) -> Result<String, IdentityError> {
 }
 
 /// A new, enabled user with nothing but an email.
-fn fresh(email: String, now: chrono::DateTime<chrono::Utc>) -> User {
+pub(crate) fn fresh(email: String, now: chrono::DateTime<chrono::Utc>) -> User {
     User {
         user_id: Uuid::now_v7(),
         legacy_user_id: None,

@@ -307,23 +307,20 @@ pub async fn replace_group_roles(
     Ok(())
 }
 
-/// Rules of every client of `org_id` mapping a group named `folded_name`.
-pub async fn roles_for_group_name(
-    a: &mut impl Access,
-    org_id: Uuid,
-    folded_name: &str,
-) -> Result<Vec<Uuid>, StoreError> {
-    let rows: Vec<(Uuid,)> = with_conn!(a, |c| sqlx::query_as(
-        "SELECT DISTINCT r.role_id FROM scim_group_roles r
-         JOIN scim_clients c ON c.client_id = r.client_id
-         WHERE c.org_id = $1 AND r.group_display_name = $2"
-    )
-    .bind(org_id)
-    .bind(folded_name)
-    .fetch_all(&mut *c)
-    .await?);
-    Ok(rows.into_iter().map(|r| r.0).collect())
-}
-
 /// Kept for readability at call sites that store JSON.
 pub type JsonValue = Json<serde_json::Value>;
+
+/// Every group → role rule of the org's clients: (folded group name, role id).
+pub async fn org_group_roles(
+    a: &mut impl Access,
+    org_id: Uuid,
+) -> Result<Vec<(String, Uuid)>, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query_as(
+        "SELECT r.group_display_name, r.role_id FROM scim_group_roles r
+         JOIN scim_clients c ON c.client_id = r.client_id
+         WHERE c.org_id = $1"
+    )
+    .bind(org_id)
+    .fetch_all(&mut *c)
+    .await?))
+}

@@ -617,3 +617,50 @@ pub async fn users_in_org(
     }
     Ok(found)
 }
+
+/// Drops the user from every group of the org.
+pub async fn remove_from_org_groups(
+    a: &mut impl Access,
+    org_id: Uuid,
+    user_id: Uuid,
+) -> Result<u64, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query(
+        "DELETE FROM scim_group_members WHERE user_id = $1
+           AND group_id IN (SELECT group_id FROM scim_groups WHERE org_id = $2)"
+    )
+    .bind(user_id)
+    .bind(org_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()))
+}
+
+/// Orgs in which the user is (still) provisioned over SCIM.
+pub async fn other_scim_orgs(a: &mut impl Access, user_id: Uuid) -> Result<i64, StoreError> {
+    let (n,): (i64,) = with_conn!(a, |c| sqlx::query_as(
+        "SELECT COUNT(*) FROM scim_users WHERE user_id = $1"
+    )
+    .bind(user_id)
+    .fetch_one(&mut *c)
+    .await?);
+    Ok(n)
+}
+
+/// Forgets the externalIds the org's clients gave a resource.
+pub async fn delete_external_ids(
+    a: &mut impl Access,
+    resource_type: &str,
+    resource_id: Uuid,
+    org_id: Uuid,
+) -> Result<u64, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query(
+        "DELETE FROM scim_external_ids WHERE resource_type = $1 AND resource_id = $2
+           AND client_id IN (SELECT client_id FROM scim_clients WHERE org_id = $3)"
+    )
+    .bind(resource_type)
+    .bind(resource_id)
+    .bind(org_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()))
+}
