@@ -592,7 +592,10 @@ async fn scim_client_admin(id: &identity::Identity, cmd: ScimClientCommand) -> R
             clients::revoke_token(id, client_id, token_id).await?;
             print(json!({ "client_id": client_id, "token_id": token_id, "revoked": true }));
         }
-        ScimClientCommand::SetMapping { id: client_id, maps } => {
+        ScimClientCommand::SetMapping {
+            id: client_id,
+            maps,
+        } => {
             let rows = clients::set_mappings(id, client_id, pairs(&maps, "mapping")?).await?;
             print(json!({ "client_id": client_id, "mappings": rows }));
         }
@@ -603,7 +606,8 @@ async fn scim_client_admin(id: &identity::Identity, cmd: ScimClientCommand) -> R
             let rows = clients::set_group_roles(id, client_id, pairs(&rules, "rule")?).await?;
             print(json!({ "client_id": client_id, "group_roles": rows }));
         }
-        ScimClientCommand::Disable { id: client_id } | ScimClientCommand::Enable { id: client_id } => {
+        ScimClientCommand::Disable { id: client_id }
+        | ScimClientCommand::Enable { id: client_id } => {
             let enabled = matches!(cmd, ScimClientCommand::Enable { .. });
             let c = clients::update(id, client_id, None, Some(enabled)).await?;
             print(client_json(&c));

@@ -664,8 +664,7 @@ impl Config {
             },
             scim: ScimConfig {
                 token_ttl: raw.get("scim.token_ttl_secs", |s| {
-                    number(0u64, 315_360_000)(s)
-                        .map(|n| (n > 0).then(|| Duration::from_secs(n)))
+                    number(0u64, 315_360_000)(s).map(|n| (n > 0).then(|| Duration::from_secs(n)))
                 })?,
                 token_overlap: raw.get("scim.token_overlap_secs", secs)?,
                 max_results: raw.get("scim.max_results", number(1u32, 10_000))?,

@@ -120,8 +120,15 @@ where
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/problem+json"));
+    // Protocol errors in their own JSON shape (SCIM, OAuth) are left as they are.
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"));
     if (status.is_client_error() || status.is_server_error())
         && !is_problem
+        && !is_json
         && let Some(err) = ApiError::from_status(status)
     {
         let mut fresh = err.into_response();

@@ -47,7 +47,11 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/Bulk", post(bulk_request))
         .fallback(|| async { ScimResponse::Error(ScimError::not_found("no such SCIM endpoint")) })
         .method_not_allowed_fallback(|| async {
-            ScimResponse::Error(ScimError::new(405, None, "method not allowed on this SCIM endpoint"))
+            ScimResponse::Error(ScimError::new(
+                405,
+                None,
+                "method not allowed on this SCIM endpoint",
+            ))
         });
     axum::Router::new().nest("/scim/v2", scim)
 }
@@ -170,7 +174,10 @@ impl FromRequestParts<AppState> for ScimAuth {
             let body = ScimError::new(
                 429,
                 None,
-                format!("rate limit of {} requests per {} s exceeded", d.limit, d.window_secs),
+                format!(
+                    "rate limit of {} requests per {} s exceeded",
+                    d.limit, d.window_secs
+                ),
             )
             .to_json();
             let mut resp = scim_body(StatusCode::TOO_MANY_REQUESTS, &body);
@@ -204,7 +211,13 @@ impl FromRequest<AppState> for ScimBody {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|s| s.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+            .map(|s| {
+                s.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         if let Some(ct) = ct
             && ct != SCIM_JSON
             && ct != "application/json"
@@ -222,7 +235,9 @@ impl FromRequest<AppState> for ScimBody {
             )))
         })?;
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            ScimResponse::Error(ScimError::invalid_syntax(format!("the body is not JSON: {e}")))
+            ScimResponse::Error(ScimError::invalid_syntax(format!(
+                "the body is not JSON: {e}"
+            )))
         })?;
         Ok(ScimBody(v))
     }
@@ -359,9 +374,7 @@ async fn replace_user(
     ScimBody(body): ScimBody,
 ) -> ScimResponse {
     let if_match = header_str(&headers, header::IF_MATCH);
-    single(
-        async { users::replace(&ctx, users::parse_id(&id)?, &body, if_match).await }.await,
-    )
+    single(async { users::replace(&ctx, users::parse_id(&id)?, &body, if_match).await }.await)
 }
 
 async fn patch_user(
@@ -374,7 +387,11 @@ async fn patch_user(
     single(async { users::patch(&ctx, users::parse_id(&id)?, &body, if_match).await }.await)
 }
 
-async fn delete_user(ScimAuth(ctx): ScimAuth, Path(id): Path<String>, headers: HeaderMap) -> ScimResponse {
+async fn delete_user(
+    ScimAuth(ctx): ScimAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ScimResponse {
     let if_match = header_str(&headers, header::IF_MATCH);
     deleted(async { users::delete(&ctx, users::parse_id(&id)?, if_match).await }.await)
 }
@@ -444,7 +461,11 @@ async fn patch_group(
     single(async { groups::patch(&ctx, groups::parse_id(&id)?, &body, if_match).await }.await)
 }
 
-async fn delete_group(ScimAuth(ctx): ScimAuth, Path(id): Path<String>, headers: HeaderMap) -> ScimResponse {
+async fn delete_group(
+    ScimAuth(ctx): ScimAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ScimResponse {
     let if_match = header_str(&headers, header::IF_MATCH);
     deleted(async { groups::delete(&ctx, groups::parse_id(&id)?, if_match).await }.await)
 }

@@ -737,10 +737,14 @@ pub(crate) async fn sync_managed_roles(
         }
         wanted.sort_by(|a, b| a.name.cmp(&b.name));
         let current = store::roles::find_role_by_name(tx, org.org_id, &before.user_role).await?;
-        let current_managed = current.as_ref().is_some_and(|c| managed.contains(&c.role_id));
+        let current_managed = current
+            .as_ref()
+            .is_some_and(|c| managed.contains(&c.role_id));
         let target = match (wanted.first(), current_managed) {
             (Some(w), _) => Some(w.clone()),
-            (None, true) => Some(role_named(tx, org.org_id, super::users::DEFAULT_MEMBER_ROLE).await?),
+            (None, true) => {
+                Some(role_named(tx, org.org_id, super::users::DEFAULT_MEMBER_ROLE).await?)
+            }
             (None, false) => None,
         };
         match target {

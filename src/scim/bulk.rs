@@ -19,14 +19,19 @@ fn get<'a>(o: &'a Map<String, Value>, k: &str) -> Option<&'a Value> {
 fn resolve(v: &Value, ids: &HashMap<String, String>) -> Result<Value, ScimError> {
     Ok(match v {
         Value::String(s) => match s.strip_prefix("bulkId:") {
-            Some(b) => Value::String(
-                ids.get(b)
-                    .cloned()
-                    .ok_or_else(|| ScimError::invalid_value(format!("bulkId `{b}` is not defined by an earlier operation")))?,
-            ),
+            Some(b) => Value::String(ids.get(b).cloned().ok_or_else(|| {
+                ScimError::invalid_value(format!(
+                    "bulkId `{b}` is not defined by an earlier operation"
+                ))
+            })?),
             None => v.clone(),
         },
-        Value::Array(items) => Value::Array(items.iter().map(|i| resolve(i, ids)).collect::<Result<_, _>>()?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|i| resolve(i, ids))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(o) => Value::Object(
             o.iter()
                 .map(|(k, v)| Ok((k.clone(), resolve(v, ids)?)))
@@ -42,7 +47,10 @@ enum Kind {
 }
 
 /// `/Users`, `/Groups/{id}`, `/Users/bulkId:x` → (kind, resolved id).
-fn parse_path(path: &str, ids: &HashMap<String, String>) -> Result<(Kind, Option<String>), ScimError> {
+fn parse_path(
+    path: &str,
+    ids: &HashMap<String, String>,
+) -> Result<(Kind, Option<String>), ScimError> {
     let trimmed = path.trim().trim_start_matches('/');
     let (kind, rest) = match trimmed.split_once('/') {
         Some((k, r)) => (k, Some(r)),
@@ -51,7 +59,11 @@ fn parse_path(path: &str, ids: &HashMap<String, String>) -> Result<(Kind, Option
     let kind = match kind {
         "Users" => Kind::Users,
         "Groups" => Kind::Groups,
-        _ => return Err(ScimError::invalid_path(format!("bulk path `{path}`: use /Users or /Groups"))),
+        _ => {
+            return Err(ScimError::invalid_path(format!(
+                "bulk path `{path}`: use /Users or /Groups"
+            )));
+        }
     };
     let id = match rest {
         None => None,
@@ -76,8 +88,15 @@ async fn one(
         Some(d) => Some(resolve(d, ids)?),
         None => None,
     };
-    let need_data = || data.clone().ok_or_else(|| ScimError::invalid_syntax("this operation needs `data`"));
-    let need_id = || id.clone().ok_or_else(|| ScimError::invalid_path("this operation needs a resource id in its path"));
+    let need_data = || {
+        data.clone()
+            .ok_or_else(|| ScimError::invalid_syntax("this operation needs `data`"))
+    };
+    let need_id = || {
+        id.clone().ok_or_else(|| {
+            ScimError::invalid_path("this operation needs a resource id in its path")
+        })
+    };
     let m = method.to_ascii_uppercase();
     Ok(match (m.as_str(), kind) {
         ("POST", _) if id.is_some() => {
@@ -87,19 +106,31 @@ async fn one(
         ("POST", Kind::Groups) => (201, Some(groups::create(ctx, &need_data()?).await?.0)),
         ("PUT", Kind::Users) => {
             let uid = users::parse_id(&need_id()?)?;
-            (200, Some(users::replace(ctx, uid, &need_data()?, version).await?.0))
+            (
+                200,
+                Some(users::replace(ctx, uid, &need_data()?, version).await?.0),
+            )
         }
         ("PUT", Kind::Groups) => {
             let gid = groups::parse_id(&need_id()?)?;
-            (200, Some(groups::replace(ctx, gid, &need_data()?, version).await?.0))
+            (
+                200,
+                Some(groups::replace(ctx, gid, &need_data()?, version).await?.0),
+            )
         }
         ("PATCH", Kind::Users) => {
             let uid = users::parse_id(&need_id()?)?;
-            (200, Some(users::patch(ctx, uid, &need_data()?, version).await?.0))
+            (
+                200,
+                Some(users::patch(ctx, uid, &need_data()?, version).await?.0),
+            )
         }
         ("PATCH", Kind::Groups) => {
             let gid = groups::parse_id(&need_id()?)?;
-            (200, Some(groups::patch(ctx, gid, &need_data()?, version).await?.0))
+            (
+                200,
+                Some(groups::patch(ctx, gid, &need_data()?, version).await?.0),
+            )
         }
         ("DELETE", Kind::Users) => {
             users::delete(ctx, users::parse_id(&need_id()?)?, version).await?;
@@ -123,9 +154,16 @@ pub async fn run(ctx: &Ctx, body: &Value) -> Result<Value, ScimError> {
     };
     let schemas_ok = get(o, "schemas")
         .and_then(Value::as_array)
-        .is_some_and(|a| a.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(BULK_REQUEST))));
+        .is_some_and(|a| {
+            a.iter().any(|s| {
+                s.as_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(BULK_REQUEST))
+            })
+        });
     if !schemas_ok {
-        return Err(ScimError::invalid_syntax(format!("schemas must contain {BULK_REQUEST}")));
+        return Err(ScimError::invalid_syntax(format!(
+            "schemas must contain {BULK_REQUEST}"
+        )));
     }
     let ops = get(o, "Operations")
         .and_then(Value::as_array)
@@ -137,14 +175,13 @@ pub async fn run(ctx: &Ctx, body: &Value) -> Result<Value, ScimError> {
             ops.len()
         )));
     }
-    let fail_on_errors = match get(o, "failOnErrors") {
-        None => None,
-        Some(v) => Some(
-            v.as_u64()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| ScimError::invalid_value("failOnErrors must be a positive integer"))?,
-        ),
-    };
+    let fail_on_errors =
+        match get(o, "failOnErrors") {
+            None => None,
+            Some(v) => Some(v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
+                ScimError::invalid_value("failOnErrors must be a positive integer")
+            })?),
+        };
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut results = Vec::with_capacity(ops.len());
     let mut errors = 0u64;
@@ -175,7 +212,8 @@ pub async fn run(ctx: &Ctx, body: &Value) -> Result<Value, ScimError> {
                         if let Some(v) = r.pointer("/meta/version") {
                             out["version"] = v.clone();
                         }
-                        if let (Some(b), Some(id)) = (bulk_id, r.get("id").and_then(Value::as_str)) {
+                        if let (Some(b), Some(id)) = (bulk_id, r.get("id").and_then(Value::as_str))
+                        {
                             ids.insert(b.to_string(), id.to_string());
                         }
                     }

@@ -51,7 +51,10 @@ pub async fn create(
     name: Option<String>,
 ) -> Result<(ScimClient, ScimToken, Secret<String>), IdentityError> {
     if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-        return Err(IdentityError::invalid("name", "must be at most 200 characters"));
+        return Err(IdentityError::invalid(
+            "name",
+            "must be at most 200 characters",
+        ));
     }
     let now = id.clock.now();
     let mut tx = id.db.begin().await?;
@@ -114,17 +117,17 @@ pub async fn rotate_token(
 ) -> Result<(ScimToken, Secret<String>), IdentityError> {
     let now = id.clock.now();
     let mut tx = id.db.begin().await?;
-    let client = store::scim::get_client(&mut tx, client_id)
-        .await?
-        .ok_or(IdentityError::NotFound {
-            what: "SCIM client",
-        })?;
+    let client =
+        store::scim::get_client(&mut tx, client_id)
+            .await?
+            .ok_or(IdentityError::NotFound {
+                what: "SCIM client",
+            })?;
     let (token, secret) = insert_token(id, &mut tx, client_id).await?;
     let overlap = chrono::Duration::from_std(id.config.scim.token_overlap)
         .map_err(|_| IdentityError::Internal("overlap out of range".into()))?;
     let capped =
-        store::scim::expire_other_tokens(&mut tx, client_id, token.token_id, now + overlap)
-            .await?;
+        store::scim::expire_other_tokens(&mut tx, client_id, token.token_id, now + overlap).await?;
     audit::record(
         &mut tx,
         id,
@@ -148,15 +151,14 @@ pub async fn revoke_token(
     token_id: Uuid,
 ) -> Result<(), IdentityError> {
     let mut tx = id.db.begin().await?;
-    let client = store::scim::get_client(&mut tx, client_id)
-        .await?
-        .ok_or(IdentityError::NotFound {
-            what: "SCIM client",
-        })?;
+    let client =
+        store::scim::get_client(&mut tx, client_id)
+            .await?
+            .ok_or(IdentityError::NotFound {
+                what: "SCIM client",
+            })?;
     if !store::scim::delete_token(&mut tx, client_id, token_id).await? {
-        return Err(IdentityError::NotFound {
-            what: "SCIM token",
-        });
+        return Err(IdentityError::NotFound { what: "SCIM token" });
     }
     audit::record(
         &mut tx,
@@ -166,8 +168,7 @@ pub async fn revoke_token(
             .details(json!({ "token_id": token_id })),
     )
     .await?;
-    tx.commit().await
-        .map_err(IdentityError::from)
+    tx.commit().await.map_err(IdentityError::from)
 }
 
 /// Resolves a bearer token. Unknown, malformed and revoked tokens, and tokens of a
@@ -185,8 +186,7 @@ pub async fn authenticate(id: &Identity, presented: &str) -> Result<ScimPrincipa
         return Err(IdentityError::TokenInvalid);
     }
     let now = id.clock.now();
-    if token.expires_at.is_some_and(|t| t <= now) || client.expires_at.is_some_and(|t| t <= now)
-    {
+    if token.expires_at.is_some_and(|t| t <= now) || client.expires_at.is_some_and(|t| t <= now) {
         return Err(IdentityError::TokenExpired);
     }
     Ok(ScimPrincipal {
@@ -227,15 +227,19 @@ pub async fn update(
     enabled: Option<bool>,
 ) -> Result<ScimClient, IdentityError> {
     let mut tx = id.db.begin().await?;
-    let mut client = store::scim::get_client(&mut tx, client_id)
-        .await?
-        .ok_or(IdentityError::NotFound {
-            what: "SCIM client",
-        })?;
+    let mut client =
+        store::scim::get_client(&mut tx, client_id)
+            .await?
+            .ok_or(IdentityError::NotFound {
+                what: "SCIM client",
+            })?;
     let before = client.clone();
     if let Some(name) = name {
         if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-            return Err(IdentityError::invalid("name", "must be at most 200 characters"));
+            return Err(IdentityError::invalid(
+                "name",
+                "must be at most 200 characters",
+            ));
         }
         client.name = name;
     }
@@ -258,11 +262,12 @@ pub async fn update(
 /// Deletes a client with its tokens, mappings and externalIds; provisioned users stay.
 pub async fn delete(id: &Identity, client_id: Uuid) -> Result<(), IdentityError> {
     let mut tx = id.db.begin().await?;
-    let client = store::scim::get_client(&mut tx, client_id)
-        .await?
-        .ok_or(IdentityError::NotFound {
-            what: "SCIM client",
-        })?;
+    let client =
+        store::scim::get_client(&mut tx, client_id)
+            .await?
+            .ok_or(IdentityError::NotFound {
+                what: "SCIM client",
+            })?;
     audit::record(
         &mut tx,
         id,
@@ -289,8 +294,8 @@ pub async fn set_mappings(
     client_id: Uuid,
     pairs: Vec<(String, String)>,
 ) -> Result<Vec<ScimMapping>, IdentityError> {
-    let rows = super::mapping::validate(&pairs)
-        .map_err(|m| IdentityError::invalid("mappings", m))?;
+    let rows =
+        super::mapping::validate(&pairs).map_err(|m| IdentityError::invalid("mappings", m))?;
     let rows: Vec<ScimMapping> = rows
         .into_iter()
         .map(|(scim, local)| ScimMapping {
@@ -301,15 +306,18 @@ pub async fn set_mappings(
         })
         .collect();
     let mut tx = id.db.begin().await?;
-    let client = store::scim::get_client(&mut tx, client_id)
-        .await?
-        .ok_or(IdentityError::NotFound {
-            what: "SCIM client",
-        })?;
+    let client =
+        store::scim::get_client(&mut tx, client_id)
+            .await?
+            .ok_or(IdentityError::NotFound {
+                what: "SCIM client",
+            })?;
     store::scim::replace_mappings(&mut tx, client_id, &rows).await?;
     let shown: Vec<_> = rows
         .iter()
-        .map(|m| json!({ "scim_attribute": m.scim_attribute, "local_attribute": m.local_attribute }))
+        .map(
+            |m| json!({ "scim_attribute": m.scim_attribute, "local_attribute": m.local_attribute }),
+        )
         .collect();
     audit::record(
         &mut tx,
@@ -336,11 +344,12 @@ pub async fn set_group_roles(
     pairs: Vec<(String, String)>,
 ) -> Result<Vec<GroupRole>, IdentityError> {
     let mut tx = id.db.begin().await?;
-    let client = store::scim::get_client(&mut tx, client_id)
-        .await?
-        .ok_or(IdentityError::NotFound {
-            what: "SCIM client",
-        })?;
+    let client =
+        store::scim::get_client(&mut tx, client_id)
+            .await?
+            .ok_or(IdentityError::NotFound {
+                what: "SCIM client",
+            })?;
     let mut rows: Vec<GroupRole> = Vec::with_capacity(pairs.len());
     for (group, role) in &pairs {
         let group = group.trim();
@@ -355,7 +364,10 @@ pub async fn set_group_roles(
             .ok_or(IdentityError::NotFound { what: "role" })?;
         let folded = super::fold(group);
         if rows.iter().any(|r| r.group_display_name == folded) {
-            return Err(IdentityError::invalid("group", format!("`{group}` is mapped twice")));
+            return Err(IdentityError::invalid(
+                "group",
+                format!("`{group}` is mapped twice"),
+            ));
         }
         rows.push(GroupRole {
             client_id,

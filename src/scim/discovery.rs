@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 pub fn service_provider_config(config: &Config) -> Value {
     let base = super::base_url(config);
     let s = &config.scim;
-    let payload = s.bulk_max_payload_bytes.min(config.http.body_limit_bytes as u64);
+    let payload = s
+        .bulk_max_payload_bytes
+        .min(config.http.body_limit_bytes as u64);
     json!({
         "schemas": [SERVICE_PROVIDER_CONFIG_SCHEMA],
         "documentationUri": "https://github.com/lintel/lintel#scim",
@@ -55,7 +57,12 @@ fn list(items: Vec<Value>) -> Value {
 
 pub fn resource_types(config: &Config) -> Value {
     let base = super::base_url(config);
-    list(RESOURCE_TYPES.iter().map(|r| schema::resource_type_json(r, &base)).collect())
+    list(
+        RESOURCE_TYPES
+            .iter()
+            .map(|r| schema::resource_type_json(r, &base))
+            .collect(),
+    )
 }
 
 pub fn resource_type(config: &Config, id: &str) -> Result<Value, ScimError> {
@@ -67,7 +74,12 @@ pub fn resource_type(config: &Config, id: &str) -> Result<Value, ScimError> {
 
 pub fn schemas(config: &Config) -> Value {
     let base = super::base_url(config);
-    list(SCHEMAS.iter().map(|s| schema::schema_json(s, &base)).collect())
+    list(
+        SCHEMAS
+            .iter()
+            .map(|s| schema::schema_json(s, &base))
+            .collect(),
+    )
 }
 
 pub fn schema(config: &Config, id: &str) -> Result<Value, ScimError> {

@@ -100,10 +100,19 @@ async fn load(
     Ok((row, doc, ids))
 }
 
-pub async fn get(ctx: &Ctx, group_id: Uuid, params: &ListParams) -> Result<(Value, i64), ScimError> {
+pub async fn get(
+    ctx: &Ctx,
+    group_id: Uuid,
+    params: &ListParams,
+) -> Result<(Value, i64), ScimError> {
     let mut c = ctx.id.db.conn().await?;
     let (row, doc, _) = load(ctx, &mut c, group_id, wants_members(params)).await?;
-    let out = schema::project(&GROUP_RESOURCE, &doc, &params.attributes, &params.excluded_attributes);
+    let out = schema::project(
+        &GROUP_RESOURCE,
+        &doc,
+        &params.attributes,
+        &params.excluded_attributes,
+    );
     Ok((out, row.version))
 }
 
@@ -185,7 +194,9 @@ fn incoming(doc: &Value) -> Result<Incoming, ScimError> {
         .ok_or_else(|| ScimError::invalid_value("displayName is required"))?
         .to_string();
     if display_name.chars().count() > 256 {
-        return Err(ScimError::invalid_value("displayName must be at most 256 characters"));
+        return Err(ScimError::invalid_value(
+            "displayName must be at most 256 characters",
+        ));
     }
     let external_id = match obj.get("externalId") {
         None | Some(Value::Null) => None,
@@ -214,7 +225,9 @@ fn incoming(doc: &Value) -> Result<Incoming, ScimError> {
                 return Err(ScimError::invalid_value("nested groups are not supported"));
             }
             let id = Uuid::parse_str(value).map_err(|_| {
-                ScimError::invalid_value(format!("member `{value}` is not a User of this organization"))
+                ScimError::invalid_value(format!(
+                    "member `{value}` is not a User of this organization"
+                ))
             })?;
             members.insert(id);
         }
@@ -232,7 +245,10 @@ async fn check_members(ctx: &Ctx, tx: &mut Tx, ids: &BTreeSet<Uuid>) -> Result<(
         return Ok(());
     }
     let wanted: Vec<Uuid> = ids.iter().copied().collect();
-    let found: BTreeSet<Uuid> = res::users_in_org(tx, ctx.org_id(), &wanted).await?.into_iter().collect();
+    let found: BTreeSet<Uuid> = res::users_in_org(tx, ctx.org_id(), &wanted)
+        .await?
+        .into_iter()
+        .collect();
     if let Some(missing) = wanted.iter().find(|id| !found.contains(id)) {
         return Err(ScimError::invalid_value(format!(
             "member `{missing}` is not a User of this organization"
@@ -271,21 +287,26 @@ async fn sync_roles(ctx: &Ctx, tx: &mut Tx, users: &BTreeSet<Uuid>) -> Result<us
             .map(|r| r.1)
             .collect();
         if let Some((before, after)) =
-            crate::identity::roles::sync_managed_roles(tx, &org, *user, &managed, &desired, now).await?
+            crate::identity::roles::sync_managed_roles(tx, &org, *user, &managed, &desired, now)
+                .await?
         {
             changed += 1;
             audit::record(
                 tx,
                 &ctx.id,
-                Event::new("user_role.synced", "membership", audit::pair(user, ctx.org_id()))
-                    .org(ctx.org_id())
-                    .details(json!({
-                        "source": "scim_group",
-                        "roles": {
-                            "before": before.inherited_user_roles_plus_current_role,
-                            "after": after.inherited_user_roles_plus_current_role,
-                        },
-                    })),
+                Event::new(
+                    "user_role.synced",
+                    "membership",
+                    audit::pair(user, ctx.org_id()),
+                )
+                .org(ctx.org_id())
+                .details(json!({
+                    "source": "scim_group",
+                    "roles": {
+                        "before": before.inherited_user_roles_plus_current_role,
+                        "after": after.inherited_user_roles_plus_current_role,
+                    },
+                })),
             )
             .await?;
         }
@@ -302,9 +323,15 @@ pub async fn create(ctx: &Ctx, body: &Value) -> Result<(Value, i64), ScimError> 
     let mut tx = ctx.id.db.begin().await?;
     check_members(ctx, &mut tx, &inc.members).await?;
     res::insert_group(&mut tx, group_id, org_id, &inc.display_name, now).await?;
-    res::set_external_id(&mut tx, ctx.client_id(), RESOURCE, group_id, inc.external_id.as_deref())
-        .await
-        .map_err(external_conflict)?;
+    res::set_external_id(
+        &mut tx,
+        ctx.client_id(),
+        RESOURCE,
+        group_id,
+        inc.external_id.as_deref(),
+    )
+    .await
+    .map_err(external_conflict)?;
     for m in &inc.members {
         res::add_member(&mut tx, group_id, *m, now).await?;
     }
@@ -321,7 +348,15 @@ pub async fn create(ctx: &Ctx, body: &Value) -> Result<(Value, i64), ScimError> 
     )
     .await?;
     sync_roles(ctx, &mut tx, &inc.members).await?;
-    record_scim_provisioning(&mut tx, &ctx.id, org_id, ctx.client_id(), ScimResource::Group, ScimOperation::Create).await?;
+    record_scim_provisioning(
+        &mut tx,
+        &ctx.id,
+        org_id,
+        ctx.client_id(),
+        ScimResource::Group,
+        ScimOperation::Create,
+    )
+    .await?;
     let (row, doc, _) = load(ctx, &mut tx, group_id, true).await?;
     tx.commit().await?;
     Ok((doc, row.version))
@@ -358,9 +393,15 @@ async fn save(
     }
     res::touch_group(tx, row.group_id, &inc.display_name, now).await?;
     if inc.external_id != row.external_id {
-        res::set_external_id(tx, ctx.client_id(), RESOURCE, row.group_id, inc.external_id.as_deref())
-            .await
-            .map_err(external_conflict)?;
+        res::set_external_id(
+            tx,
+            ctx.client_id(),
+            RESOURCE,
+            row.group_id,
+            inc.external_id.as_deref(),
+        )
+        .await
+        .map_err(external_conflict)?;
     }
     let mut details = json!({
         "members_added": added.iter().collect::<Vec<_>>(),
@@ -384,11 +425,24 @@ async fn save(
         added.union(&removed).copied().collect()
     };
     sync_roles(ctx, tx, &affected).await?;
-    record_scim_provisioning(tx, &ctx.id, ctx.org_id(), ctx.client_id(), ScimResource::Group, op).await?;
+    record_scim_provisioning(
+        tx,
+        &ctx.id,
+        ctx.org_id(),
+        ctx.client_id(),
+        ScimResource::Group,
+        op,
+    )
+    .await?;
     Ok(())
 }
 
-pub async fn replace(ctx: &Ctx, group_id: Uuid, body: &Value, if_match: Option<&str>) -> Result<(Value, i64), ScimError> {
+pub async fn replace(
+    ctx: &Ctx,
+    group_id: Uuid,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<(Value, i64), ScimError> {
     let mut tx = ctx.id.db.begin().await?;
     if !res::lock_group(&mut tx, ctx.org_id(), group_id).await? {
         return Err(not_found(group_id));
@@ -404,7 +458,12 @@ pub async fn replace(ctx: &Ctx, group_id: Uuid, body: &Value, if_match: Option<&
 
 /// PATCH /Groups/{id}. Answers the resource, or `None` when the client asked for no body
 /// (`204` is then what Entra expects; see the HTTP layer).
-pub async fn patch(ctx: &Ctx, group_id: Uuid, body: &Value, if_match: Option<&str>) -> Result<(Value, i64), ScimError> {
+pub async fn patch(
+    ctx: &Ctx,
+    group_id: Uuid,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<(Value, i64), ScimError> {
     let ops = patch::parse_request(&GROUP_RESOURCE, body)?;
     let mut tx = ctx.id.db.begin().await?;
     if !res::lock_group(&mut tx, ctx.org_id(), group_id).await? {
@@ -439,7 +498,15 @@ pub async fn delete(ctx: &Ctx, group_id: Uuid, if_match: Option<&str>) -> Result
     )
     .await?;
     sync_roles(ctx, &mut tx, &members.iter().copied().collect()).await?;
-    record_scim_provisioning(&mut tx, &ctx.id, org_id, ctx.client_id(), ScimResource::Group, ScimOperation::Delete).await?;
+    record_scim_provisioning(
+        &mut tx,
+        &ctx.id,
+        org_id,
+        ctx.client_id(),
+        ScimResource::Group,
+        ScimOperation::Delete,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

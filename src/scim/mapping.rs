@@ -75,9 +75,9 @@ pub fn effective(defaults: Vec<Rule>, client_rows: &[(String, String)]) -> Vec<R
     let mut out: Vec<Rule> = defaults
         .into_iter()
         .filter(|d| {
-            !client_rows.iter().any(|(s, l)| {
-                s.eq_ignore_ascii_case(&d.scim) || (l == &d.local && l != "email")
-            })
+            !client_rows
+                .iter()
+                .any(|(s, l)| s.eq_ignore_ascii_case(&d.scim) || (l == &d.local && l != "email"))
         })
         .collect();
     out.extend(client_rows.iter().map(|(s, l)| Rule {
@@ -149,9 +149,13 @@ pub fn parse_source(s: &str) -> Option<Source> {
     let ok = |p: &&str| {
         !p.is_empty()
             && p.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$')
     };
-    if parts.is_empty() || parts.len() > 2 || !parts.iter().all(ok) || (primary_of && parts.len() != 1)
+    if parts.is_empty()
+        || parts.len() > 2
+        || !parts.iter().all(ok)
+        || (primary_of && parts.len() != 1)
     {
         return None;
     }
@@ -161,8 +165,11 @@ pub fn parse_source(s: &str) -> Option<Source> {
 }
 
 fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.get(key)
-        .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+    obj.get(key).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
 }
 
 /// The value a source path selects in a SCIM document (`None`: absent or null).
@@ -318,9 +325,7 @@ fn write(doc: &mut Value, src: &Source, v: Value) {
     let mut cur = obj;
     for k in parents {
         let key = existing_key(cur, k);
-        let entry = cur
-            .entry(key)
-            .or_insert_with(|| Value::Object(Map::new()));
+        let entry = cur.entry(key).or_insert_with(|| Value::Object(Map::new()));
         if !entry.is_object() {
             *entry = Value::Object(Map::new());
         }
@@ -440,7 +445,13 @@ mod tests {
         ] {
             assert!(validate(&[(s.into(), l.into())]).is_err(), "{s} → {l}");
         }
-        assert!(validate(&[("title".into(), "email".into()), ("TITLE".into(), "username".into())]).is_err());
+        assert!(
+            validate(&[
+                ("title".into(), "email".into()),
+                ("TITLE".into(), "username".into())
+            ])
+            .is_err()
+        );
     }
 
     #[test]
@@ -458,7 +469,11 @@ mod tests {
         assert_eq!(doc["name"]["givenName"], json!("Alicia"));
         assert_eq!(doc["emails"][1]["value"], json!("alice.new@example.com"));
         assert_eq!(doc["emails"][0]["value"], json!("alice.home@example.org"));
-        assert_eq!(doc["userName"], json!("Alice@Example.com"), "userName is the IdP's");
+        assert_eq!(
+            doc["userName"],
+            json!("Alice@Example.com"),
+            "userName is the IdP's"
+        );
         assert_eq!(doc[ENTERPRISE]["department"], json!("Looking Glass"));
         assert_eq!(doc[ENTERPRISE]["manager"], json!({ "value": "42" }));
     }
@@ -474,6 +489,9 @@ mod tests {
                 ..LocalRow::default()
             },
         );
-        assert_eq!(doc["emails"], json!([{ "value": "x@example.com", "primary": true }]));
+        assert_eq!(
+            doc["emails"],
+            json!([{ "value": "x@example.com", "primary": true }])
+        );
     }
 }

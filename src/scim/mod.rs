@@ -7,9 +7,9 @@
 pub mod bulk;
 pub mod clients;
 pub mod discovery;
-pub mod groups;
 pub mod error;
 pub mod filter;
+pub mod groups;
 pub mod mapping;
 pub mod patch;
 pub mod path;

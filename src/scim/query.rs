@@ -98,7 +98,10 @@ fn resolved(kind: Kind, path: &AttrPath) -> Result<schema::Resolved<'static>, Sc
 enum Target {
     Col(Col),
     /// Any element of a multi-valued attribute in the document; `Col::Elem` keys inside.
-    Elem { array: Vec<String>, key: Vec<String> },
+    Elem {
+        array: Vec<String>,
+        key: Vec<String>,
+    },
     /// Membership tests.
     Member,
     Groups,
@@ -108,7 +111,11 @@ enum Target {
     Either(Col, Vec<String>, Vec<String>),
 }
 
-fn target(kind: Kind, rules: &[Rule], path: &AttrPath) -> Result<(Target, &'static Attribute), ScimError> {
+fn target(
+    kind: Kind,
+    rules: &[Rule],
+    path: &AttrPath,
+) -> Result<(Target, &'static Attribute), ScimError> {
     let r = resolved(kind, path)?;
     let attr = r.target();
     let name = r.attr.name;
@@ -240,7 +247,11 @@ fn cmp(col: Col, attr: &Attribute, o: CompareOp, v: &CompValue) -> Result<Cond, 
         return Ok(match o {
             CompareOp::Eq => Cond::Not(Box::new(present)),
             CompareOp::Ne => present,
-            _ => return Err(ScimError::invalid_filter("null can only be compared with eq or ne")),
+            _ => {
+                return Err(ScimError::invalid_filter(
+                    "null can only be compared with eq or ne",
+                ));
+            }
         });
     }
     let Some(value) = value_for(&col, attr, v)? else {
@@ -303,7 +314,11 @@ fn membership(kind: Kind, path: &AttrPath, o: CompareOp, v: &CompValue) -> Resul
     }
     let id = match v {
         CompValue::Str(s) => Uuid::parse_str(s).ok(),
-        _ => return Err(ScimError::invalid_filter(format!("{path} compares with an id string"))),
+        _ => {
+            return Err(ScimError::invalid_filter(format!(
+                "{path} compares with an id string"
+            )));
+        }
     };
     let Some(id) = id else {
         return Ok(Cond::Const(o == CompareOp::Ne));
@@ -344,17 +359,28 @@ fn present(kind: Kind, rules: &[Rule], path: &AttrPath) -> Result<Cond, ScimErro
 
 /// `emails[type eq "work" and value co "@example.com"]`: one element satisfies the whole
 /// inner filter.
-fn value_path(kind: Kind, rules: &[Rule], path: &AttrPath, inner: &Filter) -> Result<Cond, ScimError> {
+fn value_path(
+    kind: Kind,
+    rules: &[Rule],
+    path: &AttrPath,
+    inner: &Filter,
+) -> Result<Cond, ScimError> {
     let r = resolved(kind, path)?;
     if !r.attr.multi_valued && r.attr.ty != AttrType::Complex {
         return Err(ScimError::invalid_filter(format!(
             "{path} is not a complex or multi-valued attribute"
         )));
     }
-    if kind == Kind::Group && r.attr.name == "members" || kind == Kind::User && r.attr.name == "groups" {
+    if kind == Kind::Group && r.attr.name == "members"
+        || kind == Kind::User && r.attr.name == "groups"
+    {
         // Only `[value eq "id"]` is answerable from the membership table.
         return match inner {
-            Filter::Compare { path: p, op: o, value } => {
+            Filter::Compare {
+                path: p,
+                op: o,
+                value,
+            } => {
                 let member_path = AttrPath {
                     urn: None,
                     attr: r.attr.name.to_string(),
@@ -388,11 +414,15 @@ fn value_path(kind: Kind, rules: &[Rule], path: &AttrPath, inner: &Filter) -> Re
     })
 }
 
-fn element(parent: &'static Attribute, f: &Filter, col: &dyn Fn(String) -> Col) -> Result<Cond, ScimError> {
+fn element(
+    parent: &'static Attribute,
+    f: &Filter,
+    col: &dyn Fn(String) -> Col,
+) -> Result<Cond, ScimError> {
     let sub = |p: &AttrPath| -> Result<&'static Attribute, ScimError> {
-        parent
-            .sub(&p.attr)
-            .ok_or_else(|| ScimError::invalid_filter(format!("{} has no sub-attribute {}", parent.name, p.attr)))
+        parent.sub(&p.attr).ok_or_else(|| {
+            ScimError::invalid_filter(format!("{} has no sub-attribute {}", parent.name, p.attr))
+        })
     };
     Ok(match f {
         Filter::And(a, b) => Cond::And(vec![element(parent, a, col)?, element(parent, b, col)?]),
@@ -458,11 +488,20 @@ mod tests {
         );
         assert!(matches!(
             user(r#"externalId eq "A1""#),
-            Cond::Cmp { col: Col::ExternalId, fold: false, .. }
+            Cond::Cmp {
+                col: Col::ExternalId,
+                fold: false,
+                ..
+            }
         ));
         assert!(matches!(
             user(r#"meta.lastModified gt "2011-05-13T04:42:34Z""#),
-            Cond::Cmp { col: Col::LastModified, op: Op::Gt, value: V::Time(_), .. }
+            Cond::Cmp {
+                col: Col::LastModified,
+                op: Op::Gt,
+                value: V::Time(_),
+                ..
+            }
         ));
         assert_eq!(user(r#"id eq "not-a-uuid""#), Cond::Const(false));
     }
@@ -471,15 +510,32 @@ mod tests {
     fn mapped_attributes_use_their_users_column() {
         assert!(matches!(
             user(r#"name.givenName sw "Bar""#),
-            Cond::Cmp { col: Col::User(UserCol::FirstName), op: Op::Sw, fold: true, .. }
+            Cond::Cmp {
+                col: Col::User(UserCol::FirstName),
+                op: Op::Sw,
+                fold: true,
+                ..
+            }
         ));
         let c = user(r#"emails.value eq "a@example.com""#);
         let Cond::Or(parts) = c else { panic!("{c:?}") };
-        assert!(matches!(parts[0], Cond::Cmp { col: Col::User(UserCol::Email), .. }));
+        assert!(matches!(
+            parts[0],
+            Cond::Cmp {
+                col: Col::User(UserCol::Email),
+                ..
+            }
+        ));
         assert!(matches!(parts[1], Cond::AnyElem { .. }));
         assert!(matches!(
             user(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "X""#),
-            Cond::Cmp { col: Col::Json { doc: Doc::Properties, .. }, .. }
+            Cond::Cmp {
+                col: Col::Json {
+                    doc: Doc::Properties,
+                    ..
+                },
+                ..
+            }
         ));
     }
 
@@ -487,16 +543,27 @@ mod tests {
     fn unmapped_attributes_read_the_document() {
         let c = user(r#"title pr and not (nickName eq null)"#);
         let Cond::And(parts) = c else { panic!() };
-        assert!(matches!(&parts[0], Cond::Present(Col::Json { doc: Doc::Attributes, path }) if path == &vec!["title".to_string()]));
+        assert!(
+            matches!(&parts[0], Cond::Present(Col::Json { doc: Doc::Attributes, path }) if path == &vec!["title".to_string()])
+        );
         let c = user(r#"addresses[type eq "work" and postalCode sw "9"]"#);
-        assert!(matches!(c, Cond::AnyElem { ref path, .. } if path == &vec!["addresses".to_string()]));
+        assert!(
+            matches!(c, Cond::AnyElem { ref path, .. } if path == &vec!["addresses".to_string()])
+        );
     }
 
     #[test]
     fn nulls_and_membership() {
         assert!(matches!(user(r#"title eq null"#), Cond::Not(_)));
-        let g = parse_for(&schema::GROUP_RESOURCE, r#"members[value eq "0190b2d4-0000-7000-8000-000000000001"]"#).unwrap();
-        assert!(matches!(compile(Kind::Group, &[], &g).unwrap(), Cond::HasMember(Some(_))));
+        let g = parse_for(
+            &schema::GROUP_RESOURCE,
+            r#"members[value eq "0190b2d4-0000-7000-8000-000000000001"]"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            compile(Kind::Group, &[], &g).unwrap(),
+            Cond::HasMember(Some(_))
+        ));
         let g = parse_for(&schema::GROUP_RESOURCE, r#"members.value eq "x""#).unwrap();
         assert_eq!(compile(Kind::Group, &[], &g).unwrap(), Cond::Const(false));
     }

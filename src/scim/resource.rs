@@ -20,7 +20,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub async fn new(id: &Identity, principal: ScimPrincipal, actor: &Actor) -> Result<Ctx, ScimError> {
+    pub async fn new(
+        id: &Identity,
+        principal: ScimPrincipal,
+        actor: &Actor,
+    ) -> Result<Ctx, ScimError> {
         let mut c = id.db.conn().await?;
         let rows = store::scim::list_mappings(&mut c, principal.client_id()).await?;
         let rows: Vec<(String, String)> = rows
@@ -61,9 +65,10 @@ pub fn check_if_match(if_match: Option<&str>, version: i64) -> Result<(), ScimEr
         return Ok(());
     };
     let current = version.to_string();
-    let ok = header.split(',').map(str::trim).any(|t| {
-        t == "*" || t.trim_start_matches("W/").trim_matches('"') == current
-    });
+    let ok = header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == current);
     if ok {
         Ok(())
     } else {
@@ -111,7 +116,9 @@ impl ListParams {
     /// A `POST /.search` body (RFC 7644 §3.4.3). Numbers may arrive as strings.
     pub fn from_search_request(body: &Value) -> Result<ListParams, ScimError> {
         let Value::Object(o) = body else {
-            return Err(ScimError::invalid_syntax("a SearchRequest is a JSON object"));
+            return Err(ScimError::invalid_syntax(
+                "a SearchRequest is a JSON object",
+            ));
         };
         let get = |k: &str| {
             o.iter()
@@ -121,8 +128,10 @@ impl ListParams {
         };
         if let Some(schemas) = get("schemas") {
             let ok = schemas.as_array().is_some_and(|a| {
-                a.iter()
-                    .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(super::SEARCH_REQUEST)))
+                a.iter().any(|s| {
+                    s.as_str()
+                        .is_some_and(|s| s.eq_ignore_ascii_case(super::SEARCH_REQUEST))
+                })
             });
             if !ok {
                 return Err(ScimError::invalid_syntax(format!(
@@ -165,7 +174,9 @@ impl ListParams {
                     })
                     .collect(),
                 Some(Value::String(s)) => Ok(split_list(s)),
-                Some(_) => Err(ScimError::invalid_value(format!("{k} must be an array of strings"))),
+                Some(_) => Err(ScimError::invalid_value(format!(
+                    "{k} must be an array of strings"
+                ))),
             }
         };
         Ok(ListParams {
@@ -181,7 +192,12 @@ impl ListParams {
     }
 
     pub fn descending(&self) -> Result<bool, ScimError> {
-        match self.sort_order.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        match self
+            .sort_order
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("ascending") => Ok(false),
             Some("descending") => Ok(true),
             Some(other) => Err(ScimError::invalid_value(format!(
@@ -205,9 +221,13 @@ impl ListParams {
     pub fn cursor_after(&self) -> Result<Option<Uuid>, ScimError> {
         match self.cursor.as_deref() {
             None | Some("") => Ok(None),
-            Some(c) => Uuid::parse_str(c)
-                .map(Some)
-                .map_err(|_| ScimError::new(400, Some(super::ScimType::InvalidValue), "invalidCursor: the cursor is not one this server issued")),
+            Some(c) => Uuid::parse_str(c).map(Some).map_err(|_| {
+                ScimError::new(
+                    400,
+                    Some(super::ScimType::InvalidValue),
+                    "invalidCursor: the cursor is not one this server issued",
+                )
+            }),
         }
     }
 }

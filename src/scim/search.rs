@@ -18,13 +18,21 @@ fn part(v: &Value) -> (i64, Vec<Value>) {
 
 pub async fn root(ctx: &Ctx, p: &ListParams) -> Result<Value, ScimError> {
     if p.cursor.is_some() {
-        return Err(ScimError::invalid_value("cursor pagination is per resource type: use /Users or /Groups"));
+        return Err(ScimError::invalid_value(
+            "cursor pagination is per resource type: use /Users or /Groups",
+        ));
     }
     if p.sort_by.is_some() {
-        return Err(ScimError::invalid_value("sortBy is per resource type: use /Users/.search or /Groups/.search"));
+        return Err(ScimError::invalid_value(
+            "sortBy is per resource type: use /Users/.search or /Groups/.search",
+        ));
     }
     let (offset, limit) = p.window(100, ctx.id.config.scim.max_results);
-    let counting = ListParams { count: Some(0), start_index: None, ..p.clone() };
+    let counting = ListParams {
+        count: Some(0),
+        start_index: None,
+        ..p.clone()
+    };
     let user_total = match users::list(ctx, &counting).await {
         Ok(v) => Some(part(&v).0),
         Err(e) if e.scim_type == Some(super::ScimType::InvalidFilter) => None,
@@ -44,14 +52,22 @@ pub async fn root(ctx: &Ctx, p: &ListParams) -> Result<Value, ScimError> {
     let mut want = i64::from(limit);
     let offset = offset as i64;
     if user_total.is_some() && offset < ut && want > 0 {
-        let q = ListParams { start_index: Some(offset + 1), count: Some(want), ..p.clone() };
+        let q = ListParams {
+            start_index: Some(offset + 1),
+            count: Some(want),
+            ..p.clone()
+        };
         let (_, got) = part(&users::list(ctx, &q).await?);
         want -= got.len() as i64;
         items.extend(got);
     }
     if group_total.is_some() && want > 0 {
         let start = (offset - ut).max(0);
-        let q = ListParams { start_index: Some(start + 1), count: Some(want), ..p.clone() };
+        let q = ListParams {
+            start_index: Some(start + 1),
+            count: Some(want),
+            ..p.clone()
+        };
         let (_, got) = part(&groups::list(ctx, &q).await?);
         items.extend(got);
     }

@@ -84,7 +84,11 @@ pub fn render(ctx: &Ctx, row: &UserRow, groups: &[(Uuid, String)]) -> Value {
     doc
 }
 
-async fn load(ctx: &Ctx, a: &mut impl store::Access, user_id: Uuid) -> Result<(UserRow, Value), ScimError> {
+async fn load(
+    ctx: &Ctx,
+    a: &mut impl store::Access,
+    user_id: Uuid,
+) -> Result<(UserRow, Value), ScimError> {
     let row = res::get_user(a, ctx.client_id(), ctx.org_id(), user_id)
         .await?
         .ok_or_else(|| not_found(user_id))?;
@@ -106,7 +110,12 @@ pub fn parse_id(raw: &str) -> Result<Uuid, ScimError> {
 pub async fn get(ctx: &Ctx, user_id: Uuid, params: &ListParams) -> Result<(Value, i64), ScimError> {
     let mut c = ctx.id.db.conn().await?;
     let (row, doc) = load(ctx, &mut c, user_id).await?;
-    let out = schema::project(&USER_RESOURCE, &doc, &params.attributes, &params.excluded_attributes);
+    let out = schema::project(
+        &USER_RESOURCE,
+        &doc,
+        &params.attributes,
+        &params.excluded_attributes,
+    );
     Ok((out, row.version))
 }
 
@@ -193,26 +202,46 @@ fn incoming(ctx: &Ctx, doc: &Value) -> Result<Incoming, ScimError> {
         .ok_or_else(|| ScimError::invalid_value("userName is required"))?
         .to_string();
     if user_name.chars().count() > 256 {
-        return Err(ScimError::invalid_value("userName must be at most 256 characters"));
+        return Err(ScimError::invalid_value(
+            "userName must be at most 256 characters",
+        ));
     }
     let active = match obj.get("active") {
         None | Some(Value::Null) => true,
-        Some(v) => lenient_bool(v).ok_or_else(|| ScimError::invalid_value("active must be a boolean"))?,
+        Some(v) => {
+            lenient_bool(v).ok_or_else(|| ScimError::invalid_value("active must be a boolean"))?
+        }
     };
     let external_id = match obj.get("externalId") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.chars().count() <= 256 => Some(s.clone()),
-        Some(_) => return Err(ScimError::invalid_value("externalId must be a string of at most 256 characters")),
+        Some(_) => {
+            return Err(ScimError::invalid_value(
+                "externalId must be a string of at most 256 characters",
+            ));
+        }
     };
     let password = match obj.get("password") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(ScimError::invalid_value("password must be a string")),
     };
-    let display_name = obj.get("displayName").and_then(Value::as_str).map(String::from);
+    let display_name = obj
+        .get("displayName")
+        .and_then(Value::as_str)
+        .map(String::from);
     let local = mapping::to_local(&ctx.rules, doc);
     let mut stored: Map<String, Value> = obj.clone();
-    for k in ["id", "meta", "schemas", "userName", "active", "externalId", "groups", "password"] {
+    for k in [
+        "id",
+        "meta",
+        "schemas",
+        "userName",
+        "active",
+        "externalId",
+        "groups",
+        "password",
+    ] {
         stored.remove(k);
     }
     Ok(Incoming {
@@ -299,7 +328,13 @@ pub async fn create(ctx: &Ctx, body: &Value) -> Result<(Value, i64), ScimError> 
     let hash = match &inc.password {
         Some(pw) => {
             let pw = crate::config::Secret::new(pw.clone());
-            Some(ctx.id.passwords.hash(&pw).await.map_err(IdentityError::from)?)
+            Some(
+                ctx.id
+                    .passwords
+                    .hash(&pw)
+                    .await
+                    .map_err(IdentityError::from)?,
+            )
         }
         None => None,
     };
@@ -321,9 +356,18 @@ pub async fn create(ctx: &Ctx, body: &Value) -> Result<(Value, i64), ScimError> 
                     "a user with this email exists and has not verified it; it cannot be linked",
                 ));
             }
-            if store::memberships::get(&mut tx, u.user_id, org_id).await?.is_none() {
-                crate::identity::memberships::add_in(&mut tx, &org, u.user_id, DEFAULT_MEMBER_ROLE, now)
-                    .await?;
+            if store::memberships::get(&mut tx, u.user_id, org_id)
+                .await?
+                .is_none()
+            {
+                crate::identity::memberships::add_in(
+                    &mut tx,
+                    &org,
+                    u.user_id,
+                    DEFAULT_MEMBER_ROLE,
+                    now,
+                )
+                .await?;
             }
             (u.user_id, true)
         }
@@ -332,12 +376,20 @@ pub async fn create(ctx: &Ctx, body: &Value) -> Result<(Value, i64), ScimError> 
             apply_local(ctx, &mut user, &inc)?;
             user.email = email.clone();
             user.enabled = inc.active;
-            store::users::insert(&mut tx, &user).await.map_err(conflict)?;
+            store::users::insert(&mut tx, &user)
+                .await
+                .map_err(conflict)?;
             if let Some(hash) = &hash {
                 store::users::set_password_hash(&mut tx, user.user_id, hash, now).await?;
             }
-            crate::identity::memberships::add_in(&mut tx, &org, user.user_id, DEFAULT_MEMBER_ROLE, now)
-                .await?;
+            crate::identity::memberships::add_in(
+                &mut tx,
+                &org,
+                user.user_id,
+                DEFAULT_MEMBER_ROLE,
+                now,
+            )
+            .await?;
             (user.user_id, false)
         }
     };
@@ -356,25 +408,45 @@ pub async fn create(ctx: &Ctx, body: &Value) -> Result<(Value, i64), ScimError> 
     .await
     .map_err(conflict)?;
     res::insert_meta(&mut tx, RESOURCE, user_id, org_id, now).await?;
-    res::set_external_id(&mut tx, ctx.client_id(), RESOURCE, user_id, inc.external_id.as_deref())
-        .await
-        .map_err(conflict)?;
-    let action = if linked { "scim_user.linked" } else { "scim_user.created" };
+    res::set_external_id(
+        &mut tx,
+        ctx.client_id(),
+        RESOURCE,
+        user_id,
+        inc.external_id.as_deref(),
+    )
+    .await
+    .map_err(conflict)?;
+    let action = if linked {
+        "scim_user.linked"
+    } else {
+        "scim_user.created"
+    };
     audit::record(
         &mut tx,
         &ctx.id,
-        Event::new(action, "user", user_id).org(org_id).details(json!({
-            "user_name": inc.user_name,
-            "email": email,
-            "external_id": inc.external_id,
-            "active": inc.active,
-        })),
+        Event::new(action, "user", user_id)
+            .org(org_id)
+            .details(json!({
+                "user_name": inc.user_name,
+                "email": email,
+                "external_id": inc.external_id,
+                "active": inc.active,
+            })),
     )
     .await?;
     if !linked {
         crate::identity::metrics::record_signup(&mut tx, &ctx.id, user_id, Some(org_id)).await?;
     }
-    record_scim_provisioning(&mut tx, &ctx.id, org_id, ctx.client_id(), ScimResource::User, ScimOperation::Create).await?;
+    record_scim_provisioning(
+        &mut tx,
+        &ctx.id,
+        org_id,
+        ctx.client_id(),
+        ScimResource::User,
+        ScimOperation::Create,
+    )
+    .await?;
     let (row, doc) = load(ctx, &mut tx, user_id).await?;
     tx.commit().await?;
     Ok((doc, row.version))
@@ -391,7 +463,12 @@ async fn save(
     let inc = incoming(ctx, doc)?;
     if let Some(pw) = &inc.password {
         let pw = crate::config::Secret::new(pw.clone());
-        let hash = ctx.id.passwords.hash(&pw).await.map_err(IdentityError::from)?;
+        let hash = ctx
+            .id
+            .passwords
+            .hash(&pw)
+            .await
+            .map_err(IdentityError::from)?;
         store::users::set_password_hash(tx, row.user_id, &hash, ctx.id.clock.now()).await?;
     }
     let now = ctx.id.clock.now();
@@ -424,9 +501,15 @@ async fn save(
     .map_err(conflict)?;
     res::bump_meta(tx, RESOURCE, row.user_id, now).await?;
     if inc.external_id != row.external_id {
-        res::set_external_id(tx, ctx.client_id(), RESOURCE, row.user_id, inc.external_id.as_deref())
-            .await
-            .map_err(conflict)?;
+        res::set_external_id(
+            tx,
+            ctx.client_id(),
+            RESOURCE,
+            row.user_id,
+            inc.external_id.as_deref(),
+        )
+        .await
+        .map_err(conflict)?;
     }
     let mut details = audit::diff_of(&before, &user, &[]);
     if row.user_name != inc.user_name {
@@ -455,7 +538,12 @@ async fn save(
 }
 
 /// PUT /Users/{id} (RFC 7644 §3.5.1).
-pub async fn replace(ctx: &Ctx, user_id: Uuid, body: &Value, if_match: Option<&str>) -> Result<(Value, i64), ScimError> {
+pub async fn replace(
+    ctx: &Ctx,
+    user_id: Uuid,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<(Value, i64), ScimError> {
     let mut tx = ctx.id.db.begin().await?;
     if !res::lock_user(&mut tx, ctx.org_id(), user_id).await? {
         return Err(not_found(user_id));
@@ -470,7 +558,12 @@ pub async fn replace(ctx: &Ctx, user_id: Uuid, body: &Value, if_match: Option<&s
 }
 
 /// PATCH /Users/{id} (RFC 7644 §3.5.2): all operations or none.
-pub async fn patch(ctx: &Ctx, user_id: Uuid, body: &Value, if_match: Option<&str>) -> Result<(Value, i64), ScimError> {
+pub async fn patch(
+    ctx: &Ctx,
+    user_id: Uuid,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<(Value, i64), ScimError> {
     let ops = patch::parse_request(&USER_RESOURCE, body)?;
     let mut tx = ctx.id.db.begin().await?;
     if !res::lock_user(&mut tx, ctx.org_id(), user_id).await? {
@@ -511,12 +604,14 @@ pub async fn delete(ctx: &Ctx, user_id: Uuid, if_match: Option<&str>) -> Result<
     audit::record(
         &mut tx,
         &ctx.id,
-        Event::new("scim_user.deleted", "user", user_id).org(org_id).details(json!({
-            "user_name": row.user_name,
-            "email": row.email,
-            "sessions_revoked": sessions,
-            "user_deleted": delete_user,
-        })),
+        Event::new("scim_user.deleted", "user", user_id)
+            .org(org_id)
+            .details(json!({
+                "user_name": row.user_name,
+                "email": row.email,
+                "sessions_revoked": sessions,
+                "user_deleted": delete_user,
+            })),
     )
     .await?;
     if delete_user {
@@ -526,7 +621,15 @@ pub async fn delete(ctx: &Ctx, user_id: Uuid, if_match: Option<&str>) -> Result<
         res::delete_meta(&mut tx, RESOURCE, user_id).await?;
     }
     res::delete_external_ids(&mut tx, RESOURCE, user_id, org_id).await?;
-    record_scim_provisioning(&mut tx, &ctx.id, org_id, ctx.client_id(), ScimResource::User, ScimOperation::Delete).await?;
+    record_scim_provisioning(
+        &mut tx,
+        &ctx.id,
+        org_id,
+        ctx.client_id(),
+        ScimResource::User,
+        ScimOperation::Delete,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

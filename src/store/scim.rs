@@ -22,7 +22,8 @@ pub struct ScimClient {
 const CLIENT_COLUMNS: &str = "client_id, org_id, name, created_at, expires_at, enabled";
 
 pub async fn insert_client(a: &mut impl Access, c: &ScimClient) -> Result<(), StoreError> {
-    let sql = format!("INSERT INTO scim_clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)");
+    let sql =
+        format!("INSERT INTO scim_clients ({CLIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)");
     with_conn!(a, |conn| sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(c.client_id)
         .bind(c.org_id)
@@ -82,11 +83,13 @@ pub async fn update_client(a: &mut impl Access, c: &ScimClient) -> Result<bool, 
 }
 
 pub async fn delete_client(a: &mut impl Access, client_id: Uuid) -> Result<bool, StoreError> {
-    let n = with_conn!(a, |c| sqlx::query("DELETE FROM scim_clients WHERE client_id = $1")
-        .bind(client_id)
-        .execute(&mut *c)
-        .await?
-        .rows_affected());
+    let n = with_conn!(a, |c| sqlx::query(
+        "DELETE FROM scim_clients WHERE client_id = $1"
+    )
+    .bind(client_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
     Ok(n == 1)
 }
 
@@ -170,7 +173,8 @@ pub async fn list_tokens(
     a: &mut impl Access,
     client_id: Uuid,
 ) -> Result<Vec<ScimToken>, StoreError> {
-    let sql = format!("SELECT {TOKEN_COLUMNS} FROM scim_tokens WHERE client_id = $1 ORDER BY token_id");
+    let sql =
+        format!("SELECT {TOKEN_COLUMNS} FROM scim_tokens WHERE client_id = $1 ORDER BY token_id");
     Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(client_id)
         .fetch_all(&mut *c)
@@ -240,11 +244,13 @@ pub async fn replace_mappings(
     client_id: Uuid,
     rows: &[ScimMapping],
 ) -> Result<(), StoreError> {
-    with_conn!(a, |c| sqlx::query("DELETE FROM scim_mappings WHERE client_id = $1")
-        .bind(client_id)
-        .execute(&mut *c)
-        .await?
-        .rows_affected());
+    with_conn!(a, |c| sqlx::query(
+        "DELETE FROM scim_mappings WHERE client_id = $1"
+    )
+    .bind(client_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
     for m in rows {
         with_conn!(a, |c| sqlx::query(
             "INSERT INTO scim_mappings (mapping_id, client_id, local_attribute, scim_attribute)
@@ -287,11 +293,13 @@ pub async fn replace_group_roles(
     client_id: Uuid,
     rows: &[GroupRole],
 ) -> Result<(), StoreError> {
-    with_conn!(a, |c| sqlx::query("DELETE FROM scim_group_roles WHERE client_id = $1")
-        .bind(client_id)
-        .execute(&mut *c)
-        .await?
-        .rows_affected());
+    with_conn!(a, |c| sqlx::query(
+        "DELETE FROM scim_group_roles WHERE client_id = $1"
+    )
+    .bind(client_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
     for g in rows {
         with_conn!(a, |c| sqlx::query(
             "INSERT INTO scim_group_roles (client_id, group_display_name, role_id)

@@ -18,6 +18,7 @@ mod mfa;
 mod migrations;
 mod rate_limits;
 mod roles;
+mod scim;
 mod shutdown;
 mod store_contract;
 mod tokens;

@@ -24,7 +24,10 @@ pub enum Col {
     /// A `users` column: email, username, first_name, last_name, picture_url, enabled.
     User(UserCol),
     /// A value inside a JSON document column, by object keys.
-    Json { doc: Doc, path: Vec<String> },
+    Json {
+        doc: Doc,
+        path: Vec<String>,
+    },
     /// Inside [`Cond::AnyElem`]: a key of the current array element (empty = the element).
     Elem(Vec<String>),
 }
@@ -472,11 +475,7 @@ pub fn order_by(sql: &mut Sql, col: Option<&Col>, descending: bool, fold: bool) 
         return format!("{id} ASC");
     };
     let (expr, _) = sql.column(col);
-    let expr = if fold {
-        format!("lower({expr})")
-    } else {
-        expr
-    };
+    let expr = if fold { format!("lower({expr})") } else { expr };
     let dir = if descending { "DESC" } else { "ASC" };
     let nulls = if descending {
         format!("({expr} IS NULL) DESC")

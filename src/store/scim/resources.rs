@@ -96,7 +96,11 @@ pub async fn get_user(
 
 /// Locks a provisioned user's row for the rest of the transaction (PostgreSQL; SQLite's
 /// `BEGIN IMMEDIATE` already serializes writers). `false` when there is none.
-pub async fn lock_user(a: &mut impl Access, org_id: Uuid, user_id: Uuid) -> Result<bool, StoreError> {
+pub async fn lock_user(
+    a: &mut impl Access,
+    org_id: Uuid,
+    user_id: Uuid,
+) -> Result<bool, StoreError> {
     let row: Option<(Uuid,)> = match a.exec() {
         Exec::Sqlite(c) => {
             sqlx::query_as("SELECT user_id FROM scim_users WHERE org_id = $1 AND user_id = $2")
@@ -179,7 +183,11 @@ pub async fn count_users(
 }
 
 /// Resources of a type in an org, from the trigger-maintained counter (no scan).
-pub async fn total(a: &mut impl Access, org_id: Uuid, resource_type: &str) -> Result<i64, StoreError> {
+pub async fn total(
+    a: &mut impl Access,
+    org_id: Uuid,
+    resource_type: &str,
+) -> Result<i64, StoreError> {
     let row: Option<(i64,)> = with_conn!(a, |c| sqlx::query_as(
         "SELECT total FROM scim_resource_counts WHERE org_id = $1 AND resource_type = $2"
     )
@@ -203,7 +211,8 @@ pub struct ScimUser {
 }
 
 pub async fn insert_scim_user(a: &mut impl Access, u: &ScimUser) -> Result<(), StoreError> {
-    with_conn!(a, |c| sqlx::query(
+    with_conn!(a, |c| {
+        sqlx::query(
         "INSERT INTO scim_users (org_id, user_id, user_name, display_name, attributes, active, client_id)
          VALUES ($1, $2, $3, $4, $5, $6, $7)"
     )
@@ -216,7 +225,8 @@ pub async fn insert_scim_user(a: &mut impl Access, u: &ScimUser) -> Result<(), S
     .bind(u.client_id)
     .execute(&mut *c)
     .await?
-    .rows_affected());
+    .rows_affected()
+    });
     Ok(())
 }
 
@@ -254,7 +264,11 @@ pub async fn delete_scim_user(
 }
 
 /// Orgs other than `org_id` in which the user is provisioned or a member.
-pub async fn other_orgs(a: &mut impl Access, user_id: Uuid, org_id: Uuid) -> Result<i64, StoreError> {
+pub async fn other_orgs(
+    a: &mut impl Access,
+    user_id: Uuid,
+    org_id: Uuid,
+) -> Result<i64, StoreError> {
     let (n,): (i64,) = with_conn!(a, |c| sqlx::query_as(
         "SELECT COUNT(*) FROM user_organization_info WHERE user_id = $1 AND org_id <> $2"
     )
@@ -273,7 +287,8 @@ pub async fn insert_meta(
     org_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    with_conn!(a, |c| sqlx::query(
+    with_conn!(a, |c| {
+        sqlx::query(
         "INSERT INTO scim_resource_meta (resource_type, resource_id, org_id, version, created_at, last_modified)
          VALUES ($1, $2, $3, 1, $4, $4)
          ON CONFLICT (resource_type, resource_id) DO UPDATE SET version = scim_resource_meta.version + 1, last_modified = $4"
@@ -284,7 +299,8 @@ pub async fn insert_meta(
     .bind(now)
     .execute(&mut *c)
     .await?
-    .rows_affected());
+    .rows_affected()
+    });
     Ok(())
 }
 
@@ -332,7 +348,8 @@ pub async fn set_external_id(
     resource_id: Uuid,
     external_id: Option<&str>,
 ) -> Result<(), StoreError> {
-    with_conn!(a, |c| sqlx::query(
+    with_conn!(a, |c| {
+        sqlx::query(
         "DELETE FROM scim_external_ids WHERE client_id = $1 AND resource_type = $2 AND resource_id = $3"
     )
     .bind(client_id)
@@ -340,7 +357,8 @@ pub async fn set_external_id(
     .bind(resource_id)
     .execute(&mut *c)
     .await?
-    .rows_affected());
+    .rows_affected()
+    });
     if let Some(ext) = external_id {
         with_conn!(a, |c| sqlx::query(
             "INSERT INTO scim_external_ids (client_id, resource_type, resource_id, external_id)
@@ -392,7 +410,11 @@ pub async fn get_group(
 }
 
 /// Locks a group row for the transaction (PostgreSQL; see [`lock_user`]).
-pub async fn lock_group(a: &mut impl Access, org_id: Uuid, group_id: Uuid) -> Result<bool, StoreError> {
+pub async fn lock_group(
+    a: &mut impl Access,
+    org_id: Uuid,
+    group_id: Uuid,
+) -> Result<bool, StoreError> {
     let row: Option<(Uuid,)> = match a.exec() {
         Exec::Sqlite(c) => {
             sqlx::query_as("SELECT group_id FROM scim_groups WHERE org_id = $1 AND group_id = $2")
@@ -515,7 +537,11 @@ pub async fn touch_group(
     Ok(())
 }
 
-pub async fn delete_group(a: &mut impl Access, org_id: Uuid, group_id: Uuid) -> Result<bool, StoreError> {
+pub async fn delete_group(
+    a: &mut impl Access,
+    org_id: Uuid,
+    group_id: Uuid,
+) -> Result<bool, StoreError> {
     let n = with_conn!(a, |c| sqlx::query(
         "DELETE FROM scim_groups WHERE org_id = $1 AND group_id = $2"
     )
@@ -564,7 +590,11 @@ pub async fn add_member(
     Ok(n == 1)
 }
 
-pub async fn remove_member(a: &mut impl Access, group_id: Uuid, user_id: Uuid) -> Result<bool, StoreError> {
+pub async fn remove_member(
+    a: &mut impl Access,
+    group_id: Uuid,
+    user_id: Uuid,
+) -> Result<bool, StoreError> {
     let n = with_conn!(a, |c| sqlx::query(
         "DELETE FROM scim_group_members WHERE group_id = $1 AND user_id = $2"
     )
