@@ -52,3 +52,8 @@ CREATE TRIGGER scim_users_count AFTER INSERT OR DELETE ON scim_users
     FOR EACH ROW EXECUTE FUNCTION scim_count_rows();
 CREATE TRIGGER scim_groups_count AFTER INSERT OR DELETE ON scim_groups
     FOR EACH ROW EXECUTE FUNCTION scim_count_rows();
+
+-- externalId has no uniqueness in RFC 7643 §3.1 (clients such as Microsoft's test suite
+-- reuse one value): the lookup index stays, without the constraint.
+DROP INDEX scim_external_ids_external_id_key;
+CREATE INDEX scim_external_ids_external_id_idx ON scim_external_ids (client_id, resource_type, external_id);

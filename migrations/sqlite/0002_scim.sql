@@ -50,3 +50,8 @@ CREATE TRIGGER scim_groups_count_delete AFTER DELETE ON scim_groups BEGIN
     UPDATE scim_resource_counts SET total = total - 1
     WHERE org_id = OLD.org_id AND resource_type = 'Group';
 END;
+
+-- externalId has no uniqueness in RFC 7643 §3.1 (clients such as Microsoft's test suite
+-- reuse one value): the lookup index stays, without the constraint.
+DROP INDEX scim_external_ids_external_id_key;
+CREATE INDEX scim_external_ids_external_id_idx ON scim_external_ids (client_id, resource_type, external_id);

@@ -19,32 +19,52 @@ use std::net::SocketAddr;
 pub const SCIM_JSON: &str = "application/scim+json";
 
 pub fn routes() -> axum::Router<AppState> {
-    let scim = axum::Router::new()
-        .route("/ServiceProviderConfig", get(service_provider_config))
-        .route("/ResourceTypes", get(resource_types))
-        .route("/ResourceTypes/{id}", get(resource_type))
-        .route("/Schemas", get(schemas))
-        .route("/Schemas/{id}", get(schema))
-        .route("/Users", get(list_users).post(create_user))
-        .route("/Users/.search", post(search_users))
-        .route(
+    let endpoints: Vec<(&str, axum::routing::MethodRouter<AppState>)> = vec![
+        ("/ServiceProviderConfig", get(service_provider_config)),
+        ("/ResourceTypes", get(resource_types)),
+        ("/ResourceTypes/{id}", get(resource_type)),
+        ("/Schemas", get(schemas)),
+        ("/Schemas/{id}", get(schema)),
+        ("/Users", get(list_users).post(create_user)),
+        ("/Users/.search", post(search_users)),
+        (
             "/Users/{id}",
             get(get_user)
                 .put(replace_user)
                 .patch(patch_user)
                 .delete(delete_user),
-        )
-        .route("/Groups", get(list_groups).post(create_group))
-        .route("/Groups/.search", post(search_groups))
-        .route(
+        ),
+        ("/Groups", get(list_groups).post(create_group)),
+        ("/Groups/.search", post(search_groups)),
+        (
             "/Groups/{id}",
             get(get_group)
                 .put(replace_group)
                 .patch(patch_group)
                 .delete(delete_group),
-        )
-        .route("/.search", post(search_root))
-        .route("/Bulk", post(bulk_request))
+        ),
+        ("/.search", post(search_root)),
+        ("/Bulk", post(bulk_request)),
+    ];
+    let mut scim = axum::Router::new();
+    for (path, handler) in endpoints {
+        // Endpoint names as RFC 7644 §3.2 spells them, and lower-cased as Microsoft's
+        // reference clients send them (`/users`).
+        // A collection also answers with a trailing slash (`/Users/?filter=…`).
+        let lower = path.to_ascii_lowercase();
+        let mut aliases = vec![lower.clone()];
+        if !path.contains('{') && !path.contains('.') && path != "/Bulk" {
+            aliases.push(format!("{path}/"));
+            aliases.push(format!("{lower}/"));
+        }
+        aliases.retain(|a| a != path);
+        aliases.dedup();
+        for a in aliases {
+            scim = scim.route(&a, handler.clone());
+        }
+        scim = scim.route(path, handler);
+    }
+    let scim = scim
         .fallback(|| async { ScimResponse::Error(ScimError::not_found("no such SCIM endpoint")) })
         .method_not_allowed_fallback(|| async {
             ScimResponse::Error(ScimError::new(
@@ -271,7 +291,7 @@ fn list_params(raw: Option<String>) -> Result<ListParams, ScimError> {
     Ok(p)
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 

@@ -387,3 +387,34 @@ pub async fn set_group_roles(
     tx.commit().await?;
     Ok(rows)
 }
+
+/// The client's effective mapping (its rows over the defaults).
+pub async fn effective_rules(
+    id: &Identity,
+    client_id: Uuid,
+) -> Result<Vec<super::mapping::Rule>, IdentityError> {
+    let rows = mappings(id, client_id).await?;
+    let pairs: Vec<(String, String)> = rows
+        .into_iter()
+        .map(|m| (m.scim_attribute, m.local_attribute))
+        .collect();
+    Ok(super::mapping::effective(
+        super::mapping::defaults(&id.config.scim.user_name_maps_to),
+        &pairs,
+    ))
+}
+
+/// Shows where a sample SCIM User would land under the client's mapping, writing nothing:
+/// the normalised document, the local values, and the rules used.
+pub async fn dry_run(
+    id: &Identity,
+    client_id: Uuid,
+    payload: &serde_json::Value,
+) -> Result<serde_json::Value, IdentityError> {
+    get(id, client_id).await?;
+    let rules = effective_rules(id, client_id).await?;
+    let doc = super::schema::normalize(&super::schema::USER_RESOURCE, payload, None)
+        .map_err(|e| IdentityError::invalid("payload", e.detail))?;
+    let local = super::mapping::to_local(&rules, &doc);
+    Ok(json!({ "normalized": doc, "local": local, "rules": rules }))
+}

@@ -39,16 +39,14 @@ pub fn render(ctx: &Ctx, row: &GroupRow, members: Option<&[(Uuid, Option<String>
     if let Some(members) = members {
         let ms: Vec<Value> = members
             .iter()
-            .map(|(id, display)| {
-                let mut m = json!({
+            // `display` is left out: RFC 7643 §8.7.1 lists value, $ref and type, and a
+            // client comparing what it wrote with what it reads back expects no more.
+            .map(|(id, _display)| {
+                json!({
                     "value": id,
                     "$ref": ctx.location("/Users", *id),
                     "type": "User",
-                });
-                if let Some(d) = display {
-                    m["display"] = json!(d);
-                }
-                m
+                })
             })
             .collect();
         obj.insert("members".into(), Value::Array(ms));
@@ -331,7 +329,7 @@ pub async fn create(ctx: &Ctx, body: &Value) -> Result<(Value, i64), ScimError> 
         inc.external_id.as_deref(),
     )
     .await
-    .map_err(external_conflict)?;
+    .map_err(ScimError::from)?;
     for m in &inc.members {
         res::add_member(&mut tx, group_id, *m, now).await?;
     }
@@ -360,14 +358,6 @@ pub async fn create(ctx: &Ctx, body: &Value) -> Result<(Value, i64), ScimError> 
     let (row, doc, _) = load(ctx, &mut tx, group_id, true).await?;
     tx.commit().await?;
     Ok((doc, row.version))
-}
-
-fn external_conflict(e: store::StoreError) -> ScimError {
-    if e.conflict_field() == Some("scim_external_id") {
-        ScimError::conflict_uniqueness("externalId is already used by another Group")
-    } else {
-        e.into()
-    }
 }
 
 /// Writes a new complete group document over `row` (PUT and PATCH).
@@ -401,7 +391,7 @@ async fn save(
             inc.external_id.as_deref(),
         )
         .await
-        .map_err(external_conflict)?;
+        .map_err(ScimError::from)?;
     }
     let mut details = json!({
         "members_added": added.iter().collect::<Vec<_>>(),

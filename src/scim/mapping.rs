@@ -262,7 +262,8 @@ pub fn to_local(rules: &[Rule], doc: &Value) -> LocalValues {
 /// Local column values as they are now (read from the user row) for output overlay.
 #[derive(Debug, Clone, Default)]
 pub struct LocalRow<'a> {
-    pub email: &'a str,
+    /// `None`: the user has no real address (nothing to show).
+    pub email: Option<&'a str>,
     pub username: Option<&'a str>,
     pub first_name: Option<&'a str>,
     pub last_name: Option<&'a str>,
@@ -271,9 +272,9 @@ pub struct LocalRow<'a> {
 }
 
 /// Writes the current local values into the SCIM document for output, so a change made in
-/// Lintel shows in SCIM. `userName` and `active` are not overlaid (the SCIM side keeps
-/// them), nor are values the mapping reads from a primary element when they already agree
-/// case-insensitively.
+/// Lintel shows in SCIM. Only attributes the document holds are overwritten (what the IdP
+/// removed stays removed); `userName` and `active` are not overlaid (the SCIM side keeps
+/// them), nor are values that already agree case-insensitively.
 pub fn overlay(rules: &[Rule], doc: &mut Value, row: &LocalRow<'_>) {
     for r in rules {
         let Some(src) = parse_source(&r.scim) else {
@@ -286,7 +287,7 @@ pub fn overlay(rules: &[Rule], doc: &mut Value, row: &LocalRow<'_>) {
             continue;
         }
         let local: Option<Value> = match r.local.as_str() {
-            "email" => Some(Value::String(row.email.to_string())),
+            "email" => row.email.map(|e| Value::String(e.to_string())),
             "username" => row.username.map(|s| Value::String(s.into())),
             "first_name" => row.first_name.map(|s| Value::String(s.into())),
             "last_name" => row.last_name.map(|s| Value::String(s.into())),
@@ -304,9 +305,11 @@ pub fn overlay(rules: &[Rule], doc: &mut Value, row: &LocalRow<'_>) {
         let Some(local) = local else {
             continue;
         };
-        if let Some(cur) = read(doc, &src)
-            && (cur == &local
-                || matches!((cur, &local), (Value::String(a), Value::String(b)) if a.eq_ignore_ascii_case(b)))
+        let Some(cur) = read(doc, &src) else {
+            continue;
+        };
+        if cur == &local
+            || matches!((cur, &local), (Value::String(a), Value::String(b)) if a.eq_ignore_ascii_case(b))
         {
             continue;
         }
@@ -459,7 +462,7 @@ mod tests {
         let mut doc = user();
         let props = json!({ "department": "Looking Glass" });
         let row = LocalRow {
-            email: "alice.new@example.com",
+            email: Some("alice.new@example.com"),
             first_name: Some("Alicia"),
             last_name: Some("Liddell"),
             properties: props.as_object(),
@@ -485,7 +488,7 @@ mod tests {
             &defaults("email"),
             &mut doc,
             &LocalRow {
-                email: "x@example.com",
+                email: Some("x@example.com"),
                 ..LocalRow::default()
             },
         );

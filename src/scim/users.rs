@@ -31,11 +31,16 @@ pub fn render(ctx: &Ctx, row: &UserRow, groups: &[(Uuid, String)]) -> Value {
         doc = json!({});
     }
     let props = row.properties.0.as_object();
+    let email = if row.email.ends_with(PLACEHOLDER_DOMAIN) {
+        None
+    } else {
+        Some(row.email.as_str())
+    };
     mapping::overlay(
         &ctx.rules,
         &mut doc,
         &LocalRow {
-            email: &row.email,
+            email,
             username: row.username.as_deref(),
             first_name: row.first_name.as_deref(),
             last_name: row.last_name.as_deref(),
@@ -53,7 +58,10 @@ pub fn render(ctx: &Ctx, row: &UserRow, groups: &[(Uuid, String)]) -> Value {
     obj.insert("schemas".into(), Value::Array(schemas));
     obj.insert("id".into(), json!(row.user_id));
     obj.insert("userName".into(), json!(row.user_name));
-    obj.insert("active".into(), json!(row.active));
+    // `active` is shown when the client set it (a PATCH may remove it: it is then true).
+    if obj.contains_key("active") {
+        obj.insert("active".into(), json!(row.active));
+    }
     if let Some(ext) = &row.external_id {
         obj.insert("externalId".into(), json!(ext));
     }
@@ -96,6 +104,13 @@ async fn load(
     let doc = render(ctx, &row, &groups);
     Ok((row, doc))
 }
+
+/// The stand-in address of a user provisioned without an email.
+pub fn placeholder_email(user_id: Uuid) -> String {
+    format!("{}{}", user_id.simple(), PLACEHOLDER_DOMAIN)
+}
+
+pub const PLACEHOLDER_DOMAIN: &str = "@scim.lintel.invalid";
 
 fn not_found(id: impl std::fmt::Display) -> ScimError {
     ScimError::not_found(format!("User {id} not found"))
@@ -237,7 +252,6 @@ fn incoming(ctx: &Ctx, doc: &Value) -> Result<Incoming, ScimError> {
         "meta",
         "schemas",
         "userName",
-        "active",
         "externalId",
         "groups",
         "password",
@@ -305,9 +319,6 @@ fn conflict(e: store::StoreError) -> ScimError {
         Some("scim_user_name") => {
             ScimError::conflict_uniqueness("userName is already taken in this organization")
         }
-        Some("scim_external_id") => {
-            ScimError::conflict_uniqueness("externalId is already used by another resource")
-        }
         _ => e.into(),
     }
 }
@@ -317,13 +328,12 @@ fn conflict(e: store::StoreError) -> ScimError {
 pub async fn create(ctx: &Ctx, body: &Value) -> Result<(Value, i64), ScimError> {
     let doc = schema::normalize(&USER_RESOURCE, body, None)?;
     let inc = incoming(ctx, &doc)?;
+    let user_id = uuid::Uuid::now_v7();
+    // `users.email` is required; a user provisioned without one gets an address under the
+    // reserved `.invalid` TLD (RFC 2606 §2) that can never receive mail or match a login.
     let email = match &inc.local.email {
         Some(e) => normalize_email(e)?,
-        None => {
-            return Err(ScimError::invalid_value(
-                "an email is required: send emails (or a userName that is an email address)",
-            ));
-        }
+        None => placeholder_email(user_id),
     };
     let hash = match &inc.password {
         Some(pw) => {
@@ -373,6 +383,7 @@ pub async fn create(ctx: &Ctx, body: &Value) -> Result<(Value, i64), ScimError> 
         }
         None => {
             let mut user = crate::identity::users::fresh(email.clone(), now);
+            user.user_id = user_id;
             apply_local(ctx, &mut user, &inc)?;
             user.email = email.clone();
             user.enabled = inc.active;

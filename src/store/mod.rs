@@ -192,11 +192,6 @@ const CONFLICT_FIELDS: &[(&str, &str)] = &[
     ("waitlist_invitations_token_hash_key", "token"),
     ("waitlist_invitations.token_hash", "token"),
     ("scim_users_user_name_key", "scim_user_name"),
-    ("scim_external_ids_external_id_key", "scim_external_id"),
-    (
-        "scim_external_ids.client_id, scim_external_ids.resource_type, scim_external_ids.external_id",
-        "scim_external_id",
-    ),
     ("scim_groups_org_display_name_key", "scim_group_name"),
     ("scim_group_roles_pkey", "group_role"),
     (

@@ -40,7 +40,18 @@ async fn migrate_twice_and_admin_commands_print_json(db: TestDb) {
         assert_eq!(code, 0, "{err}");
         let v = json_line(&out);
         assert_eq!(v["database"], backend);
-        assert_eq!(v["migrations"], serde_json::json!([1]));
+        // Every migration in the folder, in order.
+        let mut expected: Vec<i64> =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+                .unwrap()
+                .map(|e| {
+                    e.unwrap().file_name().to_string_lossy()[..4]
+                        .parse()
+                        .unwrap()
+                })
+                .collect();
+        expected.sort();
+        assert_eq!(v["migrations"], serde_json::json!(expected));
     }
 
     let (code, out, err) = run(&db, &["org", "create", "--name", "Acme Corp"], None);

@@ -19,6 +19,7 @@ mod migrations;
 mod rate_limits;
 mod roles;
 mod scim;
+mod scim_admin;
 mod shutdown;
 mod store_contract;
 mod tokens;

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod orgs;
 pub mod rate_limits;
 pub mod roles;
+pub mod scim_clients;
 pub mod users;
 pub mod waitlist;
 
@@ -93,7 +94,8 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(rate_limits::routes())
         .merge(impersonation::routes())
         .merge(waitlist::routes())
-        .merge(metrics::routes());
+        .merge(metrics::routes())
+        .merge(scim_clients::routes());
     let (router, mut doc) = OpenApiRouter::new().nest("/api/v1", api).split_for_parts();
     doc.info = ApiDoc::openapi().info;
     (

@@ -385,20 +385,21 @@ impl Sql {
 
     fn compare(&mut self, col: &Col, op: Op, value: &Value, fold: bool) {
         // externalId equality goes through its unique index rather than the outer join.
-        if *col == Col::ExternalId && op == Op::Eq {
-            if let Value::Text(v) = value {
-                let (id, kind) = match self.resource {
-                    Resource::User => ("su.user_id", "User"),
-                    Resource::Group => ("g.group_id", "Group"),
-                };
-                let p = self.bind(Bound::Text(v.clone()));
-                self.text.push_str(&format!(
-                    "({id} IN (SELECT xe.resource_id FROM scim_external_ids xe \
-                     WHERE xe.client_id = $1 AND xe.resource_type = '{kind}' \
-                     AND xe.external_id = {p}))"
-                ));
-                return;
-            }
+        if *col == Col::ExternalId
+            && op == Op::Eq
+            && let Value::Text(v) = value
+        {
+            let (id, kind) = match self.resource {
+                Resource::User => ("su.user_id", "User"),
+                Resource::Group => ("g.group_id", "Group"),
+            };
+            let p = self.bind(Bound::Text(v.clone()));
+            self.text.push_str(&format!(
+                "({id} IN (SELECT xe.resource_id FROM scim_external_ids xe \
+                 WHERE xe.client_id = $1 AND xe.resource_type = '{kind}' \
+                 AND xe.external_id = {p}))"
+            ));
+            return;
         }
         let (sql, kind) = self.column(col);
         let is_json = !matches!(kind, ColKind::Plain);
