@@ -20,6 +20,7 @@ mod rate_limits;
 mod roles;
 mod scim;
 mod scim_admin;
+mod scim_replays;
 mod shutdown;
 mod store_contract;
 mod tokens;
