@@ -1,0 +1,40 @@
+//! SCIM 2.0 core (RFC 7643 schemas, RFC 7644 protocol): pure functions only.
+//!
+//! No async, no I/O: the HTTP layer and the store call into these modules.
+//! Resources are plain JSON objects in canonical attribute case, with extension
+//! attributes nested under their schema URN key (RFC 7643 §3, §8).
+
+pub mod error;
+pub mod filter;
+pub mod patch;
+pub mod path;
+pub mod schema;
+
+pub use error::{ScimError, ScimType};
+
+/// RFC 7643 §4.1.
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+/// RFC 7643 §4.3.
+pub const ENTERPRISE_USER_SCHEMA: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+/// RFC 7643 §4.2.
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+/// RFC 7644 §3.4.2.
+pub const LIST_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+/// RFC 7644 §3.5.2.
+pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+/// RFC 7644 §3.12.
+pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+/// RFC 7644 §3.4.3.
+pub const SEARCH_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+/// RFC 7644 §3.7.
+pub const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+/// RFC 7644 §3.7.
+pub const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+/// RFC 7643 §5.
+pub const SERVICE_PROVIDER_CONFIG_SCHEMA: &str =
+    "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+/// RFC 7643 §6.
+pub const RESOURCE_TYPE_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
+/// RFC 7643 §7.
+pub const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
