@@ -575,10 +575,12 @@ impl<'a> Parser<'a> {
                     match serde_json::from_str::<Number>(tok) {
                         // serde_json's float parsing is not exact without its
                         // float_roundtrip feature: re-read fractions with std.
-                        Ok(n) if n.is_f64() => match tok.parse::<f64>().ok().and_then(Number::from_f64) {
-                            Some(f) => CompValue::Num(f),
-                            None => return Err(self.err_at(start, "number out of range")),
-                        },
+                        Ok(n) if n.is_f64() => {
+                            match tok.parse::<f64>().ok().and_then(Number::from_f64) {
+                                Some(f) => CompValue::Num(f),
+                                None => return Err(self.err_at(start, "number out of range")),
+                            }
+                        }
                         Ok(n) => CompValue::Num(n),
                         Err(e) if e.to_string().contains("out of range") => {
                             return Err(self.err_at(start, "number out of range"));
@@ -1130,7 +1132,10 @@ mod tests {
             let f = p(&format!("userName {} \"bjensen\"", op.as_str()));
             assert_eq!(f, cmp("userName", op, st("bjensen")));
             // Operators are case-insensitive (§3.4.2.2).
-            let f = p(&format!("userName {} \"bjensen\"", op.as_str().to_uppercase()));
+            let f = p(&format!(
+                "userName {} \"bjensen\"",
+                op.as_str().to_uppercase()
+            ));
             assert_eq!(f, cmp("userName", op, st("bjensen")));
         }
         assert_eq!(p("title pr"), pr("title"));
@@ -1185,7 +1190,10 @@ mod tests {
             assert_eq!(p(src), cmp("x", CompareOp::Eq, want.clone()), "{src}");
         }
         // Lenient: literals in any case.
-        assert_eq!(p("x eq True"), cmp("x", CompareOp::Eq, CompValue::Bool(true)));
+        assert_eq!(
+            p("x eq True"),
+            cmp("x", CompareOp::Eq, CompValue::Bool(true))
+        );
         assert_eq!(p("x eq NULL"), cmp("x", CompareOp::Eq, CompValue::Null));
     }
 
@@ -1195,20 +1203,44 @@ mod tests {
         let b = || pr("b");
         let c = || pr("c");
         // `and` binds tighter than `or`.
-        assert_eq!(p("a pr or b pr and c pr"), Filter::or(a(), Filter::and(b(), c())));
-        assert_eq!(p("a pr and b pr or c pr"), Filter::or(Filter::and(a(), b()), c()));
+        assert_eq!(
+            p("a pr or b pr and c pr"),
+            Filter::or(a(), Filter::and(b(), c()))
+        );
+        assert_eq!(
+            p("a pr and b pr or c pr"),
+            Filter::or(Filter::and(a(), b()), c())
+        );
         // Left-associative chains.
-        assert_eq!(p("a pr and b pr and c pr"), Filter::and(Filter::and(a(), b()), c()));
-        assert_eq!(p("a pr or b pr or c pr"), Filter::or(Filter::or(a(), b()), c()));
+        assert_eq!(
+            p("a pr and b pr and c pr"),
+            Filter::and(Filter::and(a(), b()), c())
+        );
+        assert_eq!(
+            p("a pr or b pr or c pr"),
+            Filter::or(Filter::or(a(), b()), c())
+        );
         // Parentheses override precedence.
-        assert_eq!(p("(a pr or b pr) and c pr"), Filter::and(Filter::or(a(), b()), c()));
-        assert_eq!(p("a pr and (b pr or c pr)"), Filter::and(a(), Filter::or(b(), c())));
+        assert_eq!(
+            p("(a pr or b pr) and c pr"),
+            Filter::and(Filter::or(a(), b()), c())
+        );
+        assert_eq!(
+            p("a pr and (b pr or c pr)"),
+            Filter::and(a(), Filter::or(b(), c()))
+        );
         // `not` binds tighter than `and`/`or`.
         assert_eq!(p("not (a pr) and b pr"), Filter::and(Filter::not(a()), b()));
         assert_eq!(p("not (a pr) or b pr"), Filter::or(Filter::not(a()), b()));
-        assert_eq!(p("b pr or not (a pr and c pr)"), Filter::or(b(), Filter::not(Filter::and(a(), c()))));
+        assert_eq!(
+            p("b pr or not (a pr and c pr)"),
+            Filter::or(b(), Filter::not(Filter::and(a(), c())))
+        );
         // Keywords are case-insensitive.
-        assert_eq!(p("a pr AND b pr Or c pr"), Filter::or(Filter::and(a(), b()), c()));
+        assert_eq!(
+            p("a pr AND b pr Or c pr"),
+            Filter::or(Filter::and(a(), b()), c())
+        );
         assert_eq!(p("NOT (a pr)"), Filter::not(a()));
     }
 
@@ -1236,10 +1268,26 @@ mod tests {
         // Transcribed from scim2-models tests/test_filter_grammar.py
         // (test_attribute_names_starting_like_a_keyword).
         for name in [
-            "never", "prime", "nullable", "organization", "andrew", "equipment", "lease",
-            "greatest", "coworker", "swimming", "network", "notation", "trueValue", "presence",
+            "never",
+            "prime",
+            "nullable",
+            "organization",
+            "andrew",
+            "equipment",
+            "lease",
+            "greatest",
+            "coworker",
+            "swimming",
+            "network",
+            "notation",
+            "trueValue",
+            "presence",
         ] {
-            assert_eq!(p(&format!("{name} eq \"x\"")), cmp(name, CompareOp::Eq, st("x")), "{name}");
+            assert_eq!(
+                p(&format!("{name} eq \"x\"")),
+                cmp(name, CompareOp::Eq, st("x")),
+                "{name}"
+            );
         }
     }
 
@@ -1272,7 +1320,10 @@ mod tests {
         );
         assert_eq!(
             p(r#"emails[not (type eq "work")]"#),
-            vp("emails", Filter::not(cmp("type", CompareOp::Eq, st("work"))))
+            vp(
+                "emails",
+                Filter::not(cmp("type", CompareOp::Eq, st("work")))
+            )
         );
         assert_eq!(
             p(r#"emails[ type eq "work" ]"#),
@@ -1306,7 +1357,11 @@ mod tests {
                 "emails",
                 Filter::and(
                     cmp("type", CompareOp::Eq, st("Primary")),
-                    cmp("value", CompareOp::Eq, st("001750ca-8202-47cd-b553-c63f4f245940"))
+                    cmp(
+                        "value",
+                        CompareOp::Eq,
+                        st("001750ca-8202-47cd-b553-c63f4f245940")
+                    )
                 )
             )
         );
@@ -1397,7 +1452,11 @@ mod tests {
         let e = bad("title pr xx");
         assert!(e.detail.contains("column 10"), "{}", e.detail);
         let e = bad("title zz 1");
-        assert!(e.detail.contains("unknown operator \"zz\" at column 7"), "{}", e.detail);
+        assert!(
+            e.detail.contains("unknown operator \"zz\" at column 7"),
+            "{}",
+            e.detail
+        );
     }
 
     #[test]
@@ -1405,7 +1464,10 @@ mod tests {
         // scim2-models test_a_number_out_of_range_is_rejected
         let e = bad("userName eq 1e400");
         assert!(e.detail.contains("out of range"), "{}", e.detail);
-        assert_eq!(p("userName eq 1e300"), cmp("userName", CompareOp::Eq, num("1e300")));
+        assert_eq!(
+            p("userName eq 1e300"),
+            cmp("userName", CompareOp::Eq, num("1e300"))
+        );
     }
 
     fn nest_parens(depth: usize) -> String {
@@ -1428,7 +1490,11 @@ mod tests {
             ")".repeat(MAX_DEPTH - 1)
         );
         assert!(parse(&deep_vp).is_ok());
-        let too_deep_vp = format!("{}emails[type pr]{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
+        let too_deep_vp = format!(
+            "{}emails[type pr]{}",
+            "(".repeat(MAX_DEPTH),
+            ")".repeat(MAX_DEPTH)
+        );
         bad(&too_deep_vp);
         // Thousands of parentheses fail cleanly, without overflowing the stack.
         bad(&nest_parens(100_000));
@@ -1467,7 +1533,9 @@ mod tests {
             assert_eq!(pf(&r.to_string()), r, "{e}");
         }
         assert_eq!(
-            p(r#"userType ne "Employee" and not (emails co "example.com" or emails.value co "example.org")"#),
+            p(
+                r#"userType ne "Employee" and not (emails co "example.com" or emails.value co "example.org")"#
+            ),
             Filter::and(
                 cmp("userType", CompareOp::Ne, st("Employee")),
                 Filter::not(Filter::or(
@@ -1485,13 +1553,31 @@ mod tests {
         // disjunctive normal form; we check the tree shape where it matters and
         // that the rest parses.
         assert_eq!(p("id pr"), pr("id"));
-        assert_eq!(p(r#"userName eq "Test""#), cmp("userName", CompareOp::Eq, st("Test")));
-        assert_eq!(p(r#"displayName co "Bob""#), cmp("displayName", CompareOp::Co, st("Bob")));
-        assert_eq!(p(r#"name.formatted sw "Bob""#), cmp("name.formatted", CompareOp::Sw, st("Bob")));
+        assert_eq!(
+            p(r#"userName eq "Test""#),
+            cmp("userName", CompareOp::Eq, st("Test"))
+        );
+        assert_eq!(
+            p(r#"displayName co "Bob""#),
+            cmp("displayName", CompareOp::Co, st("Bob"))
+        );
+        assert_eq!(
+            p(r#"name.formatted sw "Bob""#),
+            cmp("name.formatted", CompareOp::Sw, st("Bob"))
+        );
         assert_eq!(p("quota gt 1.5"), cmp("quota", CompareOp::Gt, num("1.5")));
-        assert_eq!(p("UserType eq null"), cmp("UserType", CompareOp::Eq, CompValue::Null));
-        assert_eq!(p("active eq false"), cmp("active", CompareOp::Eq, CompValue::Bool(false)));
-        assert_eq!(p("emails.primary eq true"), cmp("emails.primary", CompareOp::Eq, CompValue::Bool(true)));
+        assert_eq!(
+            p("UserType eq null"),
+            cmp("UserType", CompareOp::Eq, CompValue::Null)
+        );
+        assert_eq!(
+            p("active eq false"),
+            cmp("active", CompareOp::Eq, CompValue::Bool(false))
+        );
+        assert_eq!(
+            p("emails.primary eq true"),
+            cmp("emails.primary", CompareOp::Eq, CompValue::Bool(true))
+        );
         assert_eq!(
             p(r#"email.type eq "work" or not userName ne "Test""#),
             Filter::or(
@@ -1583,11 +1669,19 @@ mod tests {
         );
         assert_eq!(
             p(r#"externalId eq "4d32ab19-ae09-4236-82fa-15768bc48a08""#),
-            cmp("externalId", CompareOp::Eq, st("4d32ab19-ae09-4236-82fa-15768bc48a08"))
+            cmp(
+                "externalId",
+                CompareOp::Eq,
+                st("4d32ab19-ae09-4236-82fa-15768bc48a08")
+            )
         );
         assert_eq!(
             p(r#"emails.value eq "001750ca-8202-47cd-b553-c63f4f245940""#),
-            cmp("emails.value", CompareOp::Eq, st("001750ca-8202-47cd-b553-c63f4f245940"))
+            cmp(
+                "emails.value",
+                CompareOp::Eq,
+                st("001750ca-8202-47cd-b553-c63f4f245940")
+            )
         );
         assert_eq!(
             p(r#"schemas eq "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User""#),
@@ -1599,8 +1693,14 @@ mod tests {
 
     #[test]
     fn parse_for_restores_canonical_names() {
-        assert_eq!(pf(r#"USERNAME eq "x""#), cmp("userName", CompareOp::Eq, st("x")));
-        assert_eq!(pf(r#"name.FAMILYNAME eq "x""#), cmp("name.familyName", CompareOp::Eq, st("x")));
+        assert_eq!(
+            pf(r#"USERNAME eq "x""#),
+            cmp("userName", CompareOp::Eq, st("x"))
+        );
+        assert_eq!(
+            pf(r#"name.FAMILYNAME eq "x""#),
+            cmp("name.familyName", CompareOp::Eq, st("x"))
+        );
         // Core URN dropped, extension URN canonicalised.
         assert_eq!(
             pf(r#"URN:IETF:PARAMS:SCIM:SCHEMAS:CORE:2.0:USER:userName eq "x""#),
@@ -1615,14 +1715,24 @@ mod tests {
             )
         );
         // Complex multi-valued attribute without a sub-attribute → .value.
-        assert_eq!(pf(r#"emails co "example.com""#), cmp("emails.value", CompareOp::Co, st("example.com")));
+        assert_eq!(
+            pf(r#"emails co "example.com""#),
+            cmp("emails.value", CompareOp::Co, st("example.com"))
+        );
         assert_eq!(pf("emails pr"), pr("emails"));
         // Common attributes.
         assert_eq!(pf(r#"ID eq "x""#), cmp("id", CompareOp::Eq, st("x")));
-        assert_eq!(pf(r#"externalid eq "x""#), cmp("externalId", CompareOp::Eq, st("x")));
+        assert_eq!(
+            pf(r#"externalid eq "x""#),
+            cmp("externalId", CompareOp::Eq, st("x"))
+        );
         assert_eq!(
             pf(r#"meta.LASTMODIFIED gt "2011-05-13T04:42:34Z""#),
-            cmp("meta.lastModified", CompareOp::Gt, st("2011-05-13T04:42:34Z"))
+            cmp(
+                "meta.lastModified",
+                CompareOp::Gt,
+                st("2011-05-13T04:42:34Z")
+            )
         );
         // Value filter paths become sub-attribute names.
         assert_eq!(
@@ -1636,7 +1746,10 @@ mod tests {
             )
         );
         // Lenient boolean strings become booleans.
-        assert_eq!(pf(r#"active eq "True""#), cmp("active", CompareOp::Eq, CompValue::Bool(true)));
+        assert_eq!(
+            pf(r#"active eq "True""#),
+            cmp("active", CompareOp::Eq, CompValue::Bool(true))
+        );
         // Groups.
         assert_eq!(
             parse_for(&GROUP_RESOURCE, r#"DisplayName eq "Admins""#).unwrap(),
@@ -1681,7 +1794,10 @@ mod tests {
             bad_for(u, s);
         }
         bad_for(&GROUP_RESOURCE, r#"userName eq "x""#);
-        bad_for(&GROUP_RESOURCE, r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "x""#);
+        bad_for(
+            &GROUP_RESOURCE,
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "x""#,
+        );
     }
 
     // ---- evaluation ----
@@ -1729,8 +1845,12 @@ mod tests {
         assert!(m(r#"emails.type eq "home""#));
         assert!(m(r#"emails[type eq "work" and value co "@example.com"]"#));
         assert!(!m(r#"emails[type eq "home" and value co "@example.com"]"#));
-        assert!(m(r#"emails[type eq "work"].value eq "bjensen@example.com""#));
-        assert!(!m(r#"emails[type eq "home"].value eq "bjensen@example.com""#));
+        assert!(m(
+            r#"emails[type eq "work"].value eq "bjensen@example.com""#
+        ));
+        assert!(!m(
+            r#"emails[type eq "home"].value eq "bjensen@example.com""#
+        ));
         assert!(m(r#"emails[primary eq true]"#));
         assert!(m(r#"emails[not (primary pr)]"#));
         // ne: no value equal.
@@ -1756,15 +1876,29 @@ mod tests {
         assert!(m(r#"meta.lastModified ge "2011-05-13T04:42:34Z""#));
         assert!(m(r#"meta.lastModified lt "2011-05-13T04:42:34.001Z""#));
         // Extension attributes.
-        assert!(m(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "tour operations""#));
-        assert!(m(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq "26118915""#));
-        assert!(m(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager pr"#));
-        assert!(!m(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter pr"#));
+        assert!(m(
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "tour operations""#
+        ));
+        assert!(m(
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq "26118915""#
+        ));
+        assert!(m(
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager pr"#
+        ));
+        assert!(!m(
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter pr"#
+        ));
         // Boolean logic.
-        assert!(m(r#"userType eq "Employee" and (emails co "example.com" or emails.value co "example.org")"#));
-        assert!(!m(r#"userType ne "Employee" and not (emails co "example.com" or emails.value co "example.org")"#));
+        assert!(m(
+            r#"userType eq "Employee" and (emails co "example.com" or emails.value co "example.org")"#
+        ));
+        assert!(!m(
+            r#"userType ne "Employee" and not (emails co "example.com" or emails.value co "example.org")"#
+        ));
         assert!(m(r#"not (userType eq "Intern") and active eq true"#));
-        assert!(m(r#"schemas eq "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User""#));
+        assert!(m(
+            r#"schemas eq "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User""#
+        ));
     }
 
     #[test]
@@ -1774,12 +1908,27 @@ mod tests {
         let Filter::ValuePath { filter, .. } = f else {
             panic!("value path expected")
         };
-        assert!(matches_element(&USER_RESOURCE, emails, &filter, &json!({"type": "work"})));
-        assert!(!matches_element(&USER_RESOURCE, emails, &filter, &json!({"type": "home"})));
+        assert!(matches_element(
+            &USER_RESOURCE,
+            emails,
+            &filter,
+            &json!({"type": "work"})
+        ));
+        assert!(!matches_element(
+            &USER_RESOURCE,
+            emails,
+            &filter,
+            &json!({"type": "home"})
+        ));
         let members = GROUP_RESOURCE.schema.attribute("members").unwrap();
         let f = parse(r#"value eq "ABC""#).unwrap();
         // members.value is caseExact false in RFC 7643 §8.7.1 (default).
-        assert!(matches_element(&GROUP_RESOURCE, members, &f, &json!({"value": "abc"})));
+        assert!(matches_element(
+            &GROUP_RESOURCE,
+            members,
+            &f,
+            &json!({"value": "abc"})
+        ));
     }
 
     // ---- Display round-trip ----
@@ -1807,8 +1956,14 @@ mod tests {
             let f = p(s);
             assert_eq!(p(&f.to_string()), f, "{s} → {f}");
         }
-        assert_eq!(p("a pr or b pr and c pr").to_string(), "a pr or b pr and c pr");
-        assert_eq!(p("(a pr or b pr) and c pr").to_string(), "(a pr or b pr) and c pr");
+        assert_eq!(
+            p("a pr or b pr and c pr").to_string(),
+            "a pr or b pr and c pr"
+        );
+        assert_eq!(
+            p("(a pr or b pr) and c pr").to_string(),
+            "(a pr or b pr) and c pr"
+        );
     }
 
     fn arb_value() -> impl Strategy<Value = CompValue> {
@@ -1827,9 +1982,14 @@ mod tests {
 
     fn arb_path() -> impl Strategy<Value = AttrPath> {
         (
-            prop::sample::select(vec!["userName", "title", "emails", "name", "x-y_z1", "not", "and"]),
+            prop::sample::select(vec![
+                "userName", "title", "emails", "name", "x-y_z1", "not", "and",
+            ]),
             prop::option::of(prop::sample::select(vec!["value", "givenName", "$ref"])),
-            prop::option::of(prop::sample::select(vec![USER_SCHEMA, ENTERPRISE_USER_SCHEMA])),
+            prop::option::of(prop::sample::select(vec![
+                USER_SCHEMA,
+                ENTERPRISE_USER_SCHEMA,
+            ])),
         )
             .prop_map(|(a, s, u)| AttrPath {
                 urn: u.map(str::to_string),
@@ -1846,7 +2006,9 @@ mod tests {
                 op,
                 value
             }),
-            name.prop_map(|n| Filter::Present { path: AttrPath::new(n) }),
+            name.prop_map(|n| Filter::Present {
+                path: AttrPath::new(n)
+            }),
         ]
     }
 
@@ -1859,11 +2021,17 @@ mod tests {
             ]
         });
         let leaf = prop_oneof![
-            (arb_path(), arb_op(), arb_value()).prop_map(|(path, op, value)| Filter::Compare { path, op, value }),
+            (arb_path(), arb_op(), arb_value()).prop_map(|(path, op, value)| Filter::Compare {
+                path,
+                op,
+                value
+            }),
             arb_path().prop_map(|path| Filter::Present { path }),
-            (prop::sample::select(vec!["emails", "members"]), rel).prop_map(|(a, f)| Filter::ValuePath {
-                path: AttrPath::new(a),
-                filter: Box::new(f)
+            (prop::sample::select(vec!["emails", "members"]), rel).prop_map(|(a, f)| {
+                Filter::ValuePath {
+                    path: AttrPath::new(a),
+                    filter: Box::new(f),
+                }
             }),
         ];
         leaf.prop_recursive(5, 48, 2, |inner| {
