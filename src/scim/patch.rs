@@ -841,11 +841,12 @@ fn apply_filtered(
                     if let Some(o) = items[i].as_object_mut() {
                         for sub in attr.sub_attributes {
                             if sub.mutability == Mutability::Immutable {
-                                check_immutable(
-                                    sub,
-                                    o.get(sub.name),
-                                    nv.get(sub.name).or(o.get(sub.name)),
-                                )?;
+                                // replace drops what it does not repeat; add keeps it.
+                                let after = match kind {
+                                    PatchOpKind::Replace => nv.get(sub.name),
+                                    _ => nv.get(sub.name).or(o.get(sub.name)),
+                                };
+                                check_immutable(sub, o.get(sub.name), after)?;
                             }
                         }
                         if kind == PatchOpKind::Replace {
