@@ -869,6 +869,144 @@ fn apply_filtered(
     result
 }
 
+/// A change to a group's `members` expressed as a set operation, so the store
+/// can apply it with inserts/deletes instead of a read-modify-write of the
+/// whole list (concurrent PATCHes then never lose members).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemberChange {
+    /// Add these members (normalised elements: `value`, optional `$ref`,
+    /// `type`); members already present are kept as they are.
+    Add(Vec<Value>),
+    /// Remove the members with these ids. `must_match`: the operation was a
+    /// filter (`members[value eq "…"]`), so RFC 7644 §3.5.2.2 requires 400
+    /// `noTarget` when none of them is a member; the value-array form (Entra,
+    /// Okta) removes whatever is present.
+    Remove {
+        values: Vec<String>,
+        must_match: bool,
+    },
+    /// `remove` of `members` without value or filter.
+    RemoveAll,
+    /// `replace` of `members` (Okta group push): the new full list.
+    ReplaceAll(Vec<Value>),
+}
+
+/// Ids in `members[value eq "a" or value eq "b"]`.
+fn member_ids_of_filter(f: &Filter, out: &mut Vec<String>) -> bool {
+    match f {
+        Filter::Or(a, b) => member_ids_of_filter(a, out) && member_ids_of_filter(b, out),
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value: CompValue::Str(v),
+        } if path.attr == "value" && path.sub_attr.is_none() => {
+            out.push(v.clone());
+            true
+        }
+        _ => false,
+    }
+}
+
+fn member_values(attr: &Attribute, v: Option<&Value>) -> Result<Vec<Value>, ScimError> {
+    match coerce_value(attr, v.unwrap_or(&Value::Null))? {
+        Some(Value::Array(items)) => Ok(items),
+        _ => Ok(vec![]),
+    }
+}
+
+fn value_strings(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|i| i.get("value").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+/// Split PATCH operations on a resource with `members` (Groups) into member
+/// set changes, in order, and the remaining operations (for [`apply`]).
+/// `Ok(None)` when an operation needs the whole member list (a filter other
+/// than `value eq` alternatives, a sub-attribute path such as
+/// `members[value eq "x"].type`, …): then use [`apply`] on the full resource.
+/// Errors are those [`apply`] would report for the member operations.
+#[allow(clippy::type_complexity)]
+pub fn member_changes(
+    rt: &ResourceType,
+    ops: &[PatchOperation],
+) -> Result<Option<(Vec<MemberChange>, Vec<PatchOperation>)>, ScimError> {
+    let Some(members) = rt.schema.attribute("members") else {
+        return Ok(Some((vec![], ops.to_vec())));
+    };
+    let mut changes = Vec::new();
+    let mut rest = Vec::new();
+    for op in ops {
+        match &op.path {
+            Some(p) if p.attr.urn.is_none() && p.attr.attr == "members" => {
+                if p.attr.sub_attr.is_some() || p.sub_after_filter.is_some() {
+                    return Ok(None);
+                }
+                match (&p.filter, op.op) {
+                    (None, PatchOpKind::Add) => {
+                        changes.push(MemberChange::Add(member_values(
+                            members,
+                            op.value.as_ref(),
+                        )?));
+                    }
+                    (None, PatchOpKind::Replace) => {
+                        changes.push(MemberChange::ReplaceAll(member_values(
+                            members,
+                            op.value.as_ref(),
+                        )?));
+                    }
+                    (None, PatchOpKind::Remove) => match &op.value {
+                        Some(v) if !v.is_null() => changes.push(MemberChange::Remove {
+                            values: value_strings(&member_values(members, Some(v))?),
+                            must_match: false,
+                        }),
+                        _ => changes.push(MemberChange::RemoveAll),
+                    },
+                    (Some(f), PatchOpKind::Remove) => {
+                        let mut ids = Vec::new();
+                        if !member_ids_of_filter(f, &mut ids) {
+                            return Ok(None);
+                        }
+                        changes.push(MemberChange::Remove {
+                            values: ids,
+                            must_match: true,
+                        });
+                    }
+                    (Some(_), _) => return Ok(None),
+                }
+            }
+            None if op.op != PatchOpKind::Remove => {
+                let Some(Value::Object(obj)) = &op.value else {
+                    rest.push(op.clone());
+                    continue;
+                };
+                let mut others = Map::new();
+                for (k, v) in obj {
+                    if k.eq_ignore_ascii_case("members") {
+                        let items = member_values(members, Some(v))?;
+                        changes.push(match op.op {
+                            PatchOpKind::Add => MemberChange::Add(items),
+                            _ => MemberChange::ReplaceAll(items),
+                        });
+                    } else {
+                        others.insert(k.clone(), v.clone());
+                    }
+                }
+                if !others.is_empty() {
+                    rest.push(PatchOperation {
+                        op: op.op,
+                        path: None,
+                        value: Some(Value::Object(others)),
+                    });
+                }
+            }
+            _ => rest.push(op.clone()),
+        }
+    }
+    Ok(Some((changes, rest)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1839,6 +1977,119 @@ mod tests {
                     model.retain(|m| *m != id);
                 }
                 prop_assert_eq!(member_ids(&g), model.clone());
+            }
+        }
+    }
+
+    /// Apply member changes to an id list the way a store would.
+    fn apply_changes(mut ids: Vec<String>, changes: &[MemberChange]) -> Result<Vec<String>, ()> {
+        for c in changes {
+            match c {
+                MemberChange::Add(items) => {
+                    for v in value_strings(items) {
+                        if !ids.iter().any(|i| i.eq_ignore_ascii_case(&v)) {
+                            ids.push(v);
+                        }
+                    }
+                }
+                MemberChange::Remove { values, must_match } => {
+                    let before = ids.len();
+                    ids.retain(|i| !values.iter().any(|v| v.eq_ignore_ascii_case(i)));
+                    if *must_match && ids.len() == before {
+                        return Err(());
+                    }
+                }
+                MemberChange::RemoveAll => ids.clear(),
+                MemberChange::ReplaceAll(items) => ids = value_strings(items),
+            }
+        }
+        Ok(ids)
+    }
+
+    #[test]
+    fn member_changes_split_requests() {
+        let ops = parse_request(
+            &GROUP_RESOURCE,
+            &body(json!([
+                {"op": "Replace", "path": "displayName", "value": "New"},
+                {"op": "Add", "path": "members", "value": [{"value": "a"}, "b"]},
+                {"op": "Remove", "path": "members", "value": [{"value": "c"}]},
+                {"op": "remove", "path": "members[value eq \"d\" or value eq \"e\"]"},
+                {"op": "replace", "value": {"members": [{"value": "f"}], "externalId": "x"}},
+                {"op": "remove", "path": "members"}
+            ])),
+        )
+        .unwrap();
+        let (changes, rest) = member_changes(&GROUP_RESOURCE, &ops).unwrap().unwrap();
+        assert_eq!(
+            changes,
+            [
+                MemberChange::Add(vec![json!({"value": "a"}), json!({"value": "b"})]),
+                MemberChange::Remove {
+                    values: vec!["c".into()],
+                    must_match: false
+                },
+                MemberChange::Remove {
+                    values: vec!["d".into(), "e".into()],
+                    must_match: true
+                },
+                MemberChange::ReplaceAll(vec![json!({"value": "f"})]),
+                MemberChange::RemoveAll,
+            ]
+        );
+        assert_eq!(rest.len(), 2);
+        assert_eq!(rest[1].value, Some(json!({"externalId": "x"})));
+        // Forms that need the full list.
+        for op in [
+            json!([{"op": "remove", "path": "members[type eq \"Group\"]"}]),
+            json!([{"op": "replace", "path": "members[value eq \"a\"]", "value": {"value": "a"}}]),
+            json!([{"op": "remove", "path": "members[value eq \"a\"].type"}]),
+        ] {
+            let ops = parse_request(&GROUP_RESOURCE, &body(op.clone())).unwrap();
+            assert_eq!(member_changes(&GROUP_RESOURCE, &ops).unwrap(), None, "{op}");
+        }
+        // Users have no members: everything is "rest".
+        let ops = parse_request(
+            &USER_RESOURCE,
+            &body(json!([{"op": "add", "path": "nickName", "value": "x"}])),
+        )
+        .unwrap();
+        assert_eq!(
+            member_changes(&USER_RESOURCE, &ops).unwrap(),
+            Some((vec![], ops.clone()))
+        );
+    }
+
+    fn arb_member_op() -> impl Strategy<Value = Value> {
+        let id = (0u8..6).prop_map(|i| format!("m{i}"));
+        prop_oneof![
+            prop::collection::vec(id.clone(), 1..3).prop_map(|ids| json!({"op": "add", "path": "members", "value": ids.iter().map(|i| json!({"value": i})).collect::<Vec<_>>()})),
+            prop::collection::vec(id.clone(), 1..3).prop_map(|ids| json!({"op": "Remove", "path": "members", "value": ids.iter().map(|i| json!({"value": i})).collect::<Vec<_>>()})),
+            id.clone().prop_map(|i| json!({"op": "remove", "path": format!("members[value eq \"{i}\"]")})),
+            prop::collection::vec(id, 0..3).prop_map(|ids| json!({"op": "replace", "path": "members", "value": ids.iter().map(|i| json!({"value": i})).collect::<Vec<_>>()})),
+            Just(json!({"op": "remove", "path": "members"})),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn member_changes_agree_with_apply(ops in prop::collection::vec(arb_member_op(), 1..8)) {
+            let start = json!({"schemas": [GROUP_SCHEMA], "id": "g", "displayName": "G",
+                               "members": [{"value": "m1"}, {"value": "m2"}]});
+            let parsed = parse_request(&GROUP_RESOURCE, &body(Value::Array(ops))).unwrap();
+            let via_apply = apply(&GROUP_RESOURCE, &start, &parsed).map(|g| member_ids(&g));
+            let (changes, rest) = member_changes(&GROUP_RESOURCE, &parsed).unwrap().unwrap();
+            prop_assert!(rest.is_empty());
+            let via_set = apply_changes(vec!["m1".into(), "m2".into()], &changes);
+            match (via_apply, via_set) {
+                (Ok(a), Ok(b)) => {
+                    let (mut a, mut b) = (a, b);
+                    a.sort();
+                    b.sort();
+                    prop_assert_eq!(a, b);
+                }
+                (Err(e), Err(())) => prop_assert_eq!(e.scim_type, Some(ScimType::NoTarget)),
+                (a, b) => prop_assert!(false, "apply {:?} vs set {:?}", a, b),
             }
         }
     }
