@@ -4,6 +4,7 @@
 //! Resources are plain JSON objects in canonical attribute case, with extension
 //! attributes nested under their schema URN key (RFC 7643 §3, §8).
 
+pub mod bulk;
 pub mod error;
 pub mod filter;
 pub mod patch;
