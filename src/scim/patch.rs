@@ -2093,4 +2093,122 @@ mod tests {
             }
         }
     }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let key = prop::sample::select(vec![
+            "userName",
+            "USERNAME",
+            "name",
+            "givenName",
+            "emails",
+            "value",
+            "type",
+            "primary",
+            "active",
+            "members",
+            "display",
+            "op",
+            "path",
+            "schemas",
+            "Operations",
+            "id",
+            "meta",
+            "groups",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+            "manager",
+            "department",
+            "x",
+            "name.givenName",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| json!(i)),
+            prop::sample::select(vec![
+                "add",
+                "Remove",
+                "REPLACE",
+                "True",
+                "false",
+                "x",
+                "",
+                PATCH_OP,
+                USER_SCHEMA,
+                EXT,
+                "members[value eq \"a\"]",
+                "emails[type eq \"work\"].value",
+                "name.givenName",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+                "2011-05-13T04:42:34Z",
+            ])
+            .prop_map(|s| Value::String(s.to_string())),
+        ];
+        leaf.prop_recursive(4, 40, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..5).prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    fn arb_op_json() -> impl Strategy<Value = Value> {
+        let op = prop::sample::select(vec!["add", "Remove", "REPLACE", "move"]);
+        let path = prop::option::of(prop::sample::select(vec![
+            "members",
+            "members[value eq \"a\"]",
+            "members[value eq \"a\"].display",
+            "emails",
+            "emails[type eq \"work\"].value",
+            "emails[primary eq true]",
+            "emails.primary",
+            "name",
+            "name.givenName",
+            "userName",
+            "displayName",
+            "active",
+            "id",
+            "groups",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User.manager.value",
+        ]));
+        prop_oneof![
+            (op, path, prop::option::of(arb_json())).prop_map(|(op, path, value)| {
+                let mut o = Map::new();
+                o.insert("op".into(), op.into());
+                if let Some(p) = path {
+                    o.insert("path".into(), p.into());
+                }
+                if let Some(v) = value {
+                    o.insert("value".into(), v);
+                }
+                Value::Object(o)
+            }),
+            arb_json(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_json_never_panics(resource in arb_json(), ops in prop::collection::vec(arb_op_json(), 1..4)) {
+            for rt in [&USER_RESOURCE, &GROUP_RESOURCE] {
+                let _ = schema::normalize(rt, &resource, Some(&resource));
+                let _ = schema::project(rt, &resource, &["emails.value".into()], &[]);
+                let _ = schema::project(rt, &resource, &[], &["name".into()]);
+                let parsed = parse_request(rt, &body(Value::Array(ops.clone())));
+                if let Ok(parsed) = parsed {
+                    let before = resource.clone();
+                    let _ = apply(rt, &resource, &parsed);
+                    let _ = member_changes(rt, &parsed);
+                    prop_assert_eq!(&resource, &before);
+                    // On a valid resource too.
+                    let _ = apply(rt, &user(), &parsed);
+                    let _ = apply(rt, &group(), &parsed);
+                }
+            }
+        }
+    }
 }
