@@ -650,6 +650,12 @@ fn check_value(attr: &Attribute, op: CompareOp, value: &CompValue) -> Result<Com
             op.as_str()
         )))
     };
+    // RFC 7643 §4.1.1: a password can only be filtered for equality.
+    if attr.mutability == schema::Mutability::WriteOnly
+        && !matches!(op, CompareOp::Eq | CompareOp::Ne)
+    {
+        return bad("write-only attributes support only eq, ne and pr");
+    }
     if *value == CompValue::Null {
         return if matches!(op, CompareOp::Eq | CompareOp::Ne) {
             Ok(CompValue::Null)
@@ -702,8 +708,8 @@ fn check_value(attr: &Attribute, op: CompareOp, value: &CompValue) -> Result<Com
                 return bad("co, sw and ew apply to strings only");
             }
             match value {
-                CompValue::Str(s) if DateTime::parse_from_rfc3339(s).is_ok() => Ok(value.clone()),
-                _ => bad("expected an RFC 3339 date-time string"),
+                CompValue::Str(s) if schema::parse_datetime(s).is_some() => Ok(value.clone()),
+                _ => bad("expected a dateTime string such as \"2011-05-13T04:42:34Z\""),
             }
         }
         AttrType::Complex => bad("a complex attribute cannot be compared"),
@@ -918,7 +924,7 @@ fn cmp_ord(op: CompareOp, ord: std::cmp::Ordering) -> bool {
 }
 
 fn parse_dt(s: &str) -> Option<DateTime<FixedOffset>> {
-    DateTime::parse_from_rfc3339(s).ok()
+    schema::parse_datetime(s)
 }
 
 /// Compare one attribute value against the filter value.
@@ -1745,6 +1751,19 @@ mod tests {
                 )
             )
         );
+        // dateTime without an offset is UTC (xsd:dateTime).
+        assert_eq!(
+            pf(r#"meta.lastModified gt "2011-05-13T04:42:34""#),
+            cmp(
+                "meta.lastModified",
+                CompareOp::Gt,
+                st("2011-05-13T04:42:34")
+            )
+        );
+        assert_eq!(
+            pf(r#"password eq "x""#),
+            cmp("password", CompareOp::Eq, st("x"))
+        );
         // Lenient boolean strings become booleans.
         assert_eq!(
             pf(r#"active eq "True""#),
@@ -1790,6 +1809,9 @@ mod tests {
             r#"emails[urn:ietf:params:scim:schemas:core:2.0:User:type eq "x"]"#,
             // Binary values cannot be ordered.
             r#"x509Certificates.value gt "AAAA""#,
+            // Write-only: equality only (RFC 7643 §4.1.1).
+            r#"password co "x""#,
+            r#"password gt "x""#,
         ] {
             bad_for(u, s);
         }
@@ -1875,6 +1897,14 @@ mod tests {
         assert!(!m(r#"meta.lastModified gt "2011-05-13T04:42:34Z""#));
         assert!(m(r#"meta.lastModified ge "2011-05-13T04:42:34Z""#));
         assert!(m(r#"meta.lastModified lt "2011-05-13T04:42:34.001Z""#));
+        assert!(m(r#"meta.lastModified eq "2011-05-13T04:42:34""#));
+        // References are case-exact (RFC 7643 §2.3.7).
+        assert!(m(
+            r#"schemas eq "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User""#
+        ));
+        assert!(!m(
+            r#"schemas eq "URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER""#
+        ));
         // Extension attributes.
         assert!(m(
             r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "tour operations""#

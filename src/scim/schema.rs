@@ -113,15 +113,16 @@ pub struct Attribute {
 }
 
 impl Attribute {
-    /// The RFC 7643 §2.2 defaults: single-valued, optional, caseExact false,
-    /// readWrite, returned default, uniqueness none.
+    /// The RFC 7643 §2.2 defaults: single-valued, optional, caseExact false
+    /// (true for references), readWrite, returned default, uniqueness none.
     pub const fn new(name: &'static str, ty: AttrType, description: &'static str) -> Self {
         Attribute {
             name,
             ty,
             multi_valued: false,
             required: false,
-            case_exact: false,
+            // §2.3.7 (errata 6001): "A reference is case exact."
+            case_exact: matches!(ty, AttrType::Reference),
             mutability: Mutability::ReadWrite,
             returned: Returned::Default,
             uniqueness: Uniqueness::None,
@@ -625,9 +626,8 @@ fn attribute_json(a: &Attribute) -> Value {
     }
     o.insert("mutability".into(), a.mutability.as_str().into());
     o.insert("returned".into(), a.returned.as_str().into());
-    if !a.is_complex() {
-        o.insert("uniqueness".into(), a.uniqueness.as_str().into());
-    }
+    // §8.7.1 lists "uniqueness" for complex attributes too, but not "caseExact".
+    o.insert("uniqueness".into(), a.uniqueness.as_str().into());
     if a.is_complex() {
         o.insert(
             "subAttributes".into(),
@@ -779,6 +779,17 @@ fn type_err(attr: &Attribute, what: &str) -> ScimError {
     ))
 }
 
+/// Parse a dateTime (RFC 7643 §2.3.5, xsd:dateTime): RFC 3339, or without a
+/// zone offset, which is read as UTC.
+pub fn parse_datetime(s: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    let s = s.trim();
+    chrono::DateTime::parse_from_rfc3339(s).ok().or_else(|| {
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()
+            .map(|n| n.and_utc().fixed_offset())
+    })
+}
+
 /// Parse a boolean leniently: JSON bools, and "true"/"false" in any case
 /// (Entra sends "False").
 pub fn lenient_bool(v: &Value) -> Option<bool> {
@@ -823,8 +834,11 @@ fn coerce_simple(attr: &Attribute, v: &Value) -> Result<Value, ScimError> {
             _ => Err(type_err(attr, "not a number")),
         },
         T::DateTime => match v {
-            Value::String(s) if chrono::DateTime::parse_from_rfc3339(s).is_ok() => Ok(v.clone()),
-            _ => Err(type_err(attr, "expected an RFC 3339 date-time")),
+            Value::String(s) if parse_datetime(s).is_some() => Ok(v.clone()),
+            _ => Err(type_err(
+                attr,
+                "expected an xsd:dateTime such as 2011-05-13T04:42:34Z",
+            )),
         },
         T::Complex => Err(type_err(attr, "internal: complex")),
     }
@@ -1433,6 +1447,17 @@ mod tests {
     }
 
     #[test]
+    fn datetimes_follow_xsd() {
+        let z = parse_datetime("2011-05-13T04:42:34Z").unwrap();
+        assert_eq!(parse_datetime("2011-05-13T06:42:34+02:00"), Some(z));
+        assert_eq!(parse_datetime("2011-05-13T04:42:34"), Some(z));
+        assert!(parse_datetime("2011-05-13T04:42:34.5").is_some());
+        for bad in ["2011-05-13", "yesterday", "2011-13-13T04:42:34Z", ""] {
+            assert!(parse_datetime(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
     fn lookups_are_case_insensitive() {
         assert!(std::ptr::eq(resource_type("user").unwrap(), &USER_RESOURCE));
         assert!(std::ptr::eq(
@@ -1478,6 +1503,7 @@ mod tests {
         assert_eq!(emails["type"], "complex");
         assert_eq!(emails["multiValued"], true);
         assert!(emails.get("caseExact").is_none());
+        assert_eq!(emails["uniqueness"], "none");
         let sub_type = emails["subAttributes"]
             .as_array()
             .unwrap()
@@ -1493,6 +1519,7 @@ mod tests {
         assert_eq!(password["returned"], "never");
         let profile = attrs.iter().find(|a| a["name"] == "profileUrl").unwrap();
         assert_eq!(profile["referenceTypes"], json!(["external"]));
+        assert_eq!(profile["caseExact"], true);
         // Common attributes are not part of schemas.
         assert!(
             attrs
