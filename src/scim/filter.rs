@@ -792,9 +792,9 @@ fn resolve_filter(
                 return Err(ScimError::invalid_filter("value filters cannot be nested"));
             }
             let r = schema::resolve_static(rt, path).map_err(to_filter_err)?;
-            if r.sub.is_some() || !r.attr.is_complex() {
+            if r.sub.is_some() || !r.attr.is_complex() || !r.attr.multi_valued {
                 return Err(ScimError::invalid_filter(format!(
-                    "\"{path}\" is not a complex attribute and cannot take a value filter"
+                    "\"{path}\" is not a multi-valued complex attribute and cannot take a value filter"
                 )));
             }
             Filter::ValuePath {
@@ -1807,6 +1807,9 @@ mod tests {
             r#"emails[nosuch eq "x"]"#,
             r#"emails[emails.value eq "x"]"#,
             r#"emails[urn:ietf:params:scim:schemas:core:2.0:User:type eq "x"]"#,
+            // Value selection needs a multi-valued complex attribute.
+            r#"name[familyName eq "Jensen"]"#,
+            r#"schemas[value eq "urn:x"]"#,
             // Binary values cannot be ordered.
             r#"x509Certificates.value gt "AAAA""#,
             // Write-only: equality only (RFC 7643 §4.1.1).
@@ -1952,12 +1955,18 @@ mod tests {
         ));
         let members = GROUP_RESOURCE.schema.attribute("members").unwrap();
         let f = parse(r#"value eq "ABC""#).unwrap();
-        // members.value is caseExact false in RFC 7643 §8.7.1 (default).
-        assert!(matches_element(
+        // members.value holds ids: case-exact (errata 8472).
+        assert!(!matches_element(
             &GROUP_RESOURCE,
             members,
             &f,
             &json!({"value": "abc"})
+        ));
+        assert!(matches_element(
+            &GROUP_RESOURCE,
+            members,
+            &f,
+            &json!({"value": "ABC"})
         ));
     }
 

@@ -877,7 +877,7 @@ pub enum MemberChange {
     /// Add these members (normalised elements: `value`, optional `$ref`,
     /// `type`); members already present are kept as they are.
     Add(Vec<Value>),
-    /// Remove the members with these ids. `must_match`: the operation was a
+    /// Remove the members with these ids (case-exact). `must_match`: the operation was a
     /// filter (`members[value eq "…"]`), so RFC 7644 §3.5.2.2 requires 400
     /// `noTarget` when none of them is a member; the value-array form (Entra,
     /// Okta) removes whatever is present.
@@ -1520,11 +1520,17 @@ mod tests {
             json!([{"op": "Remove", "path": "members", "value": [{"value": "2819c223-7f76-453a-919d-413861904646"}]}]),
         );
         assert_eq!(member_ids(&g), ["902c246b-6245-4190-8e05-00816be7344a"]);
-        // Unknown ids are a no-op (retries are idempotent); values match case-insensitively.
-        let g2 = ok(
+        // Unknown ids are a no-op (retries are idempotent); ids are case-exact.
+        let same = ok(
             &GROUP_RESOURCE,
             &g,
             json!([{"op": "remove", "path": "members", "value": [{"value": "nope"}, {"value": "902C246B-6245-4190-8E05-00816BE7344A"}]}]),
+        );
+        assert_eq!(same, g);
+        let g2 = ok(
+            &GROUP_RESOURCE,
+            &g,
+            json!([{"op": "remove", "path": "members", "value": [{"value": "nope"}, {"value": "902c246b-6245-4190-8e05-00816be7344a"}]}]),
         );
         assert!(g2.get("members").is_none());
         // A bare id string works too.
@@ -1987,14 +1993,14 @@ mod tests {
             match c {
                 MemberChange::Add(items) => {
                     for v in value_strings(items) {
-                        if !ids.iter().any(|i| i.eq_ignore_ascii_case(&v)) {
+                        if !ids.iter().any(|i| *i == v) {
                             ids.push(v);
                         }
                     }
                 }
                 MemberChange::Remove { values, must_match } => {
                     let before = ids.len();
-                    ids.retain(|i| !values.iter().any(|v| v.eq_ignore_ascii_case(i)));
+                    ids.retain(|i| !values.iter().any(|v| v == i));
                     if *must_match && ids.len() == before {
                         return Err(());
                     }

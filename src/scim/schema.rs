@@ -373,7 +373,10 @@ const ADDRESS_SUBS: &[Attribute] = &[
     primary_sub(),
 ];
 const GROUPS_SUBS: &[Attribute] = &[
-    value_sub(T::String, "The identifier of the User's group.").mutability(M::ReadOnly),
+    // Resource ids are case-exact (RFC 7643 §3.1, errata 8472).
+    value_sub(T::String, "The identifier of the User's group.")
+        .case_exact()
+        .mutability(M::ReadOnly),
     Attribute::new(
         "$ref",
         T::Reference,
@@ -512,7 +515,8 @@ const MANAGER_SUBS: &[Attribute] = &[
     value_sub(
         T::String,
         "The id of the SCIM resource representing the User's manager.",
-    ),
+    )
+    .case_exact(),
     Attribute::new(
         "$ref",
         T::Reference,
@@ -543,7 +547,10 @@ pub static ENTERPRISE_USER: Schema = Schema {
 // ---- Group (RFC 7643 §4.2, §8.7.1) ----
 
 const MEMBER_SUBS: &[Attribute] = &[
-    value_sub(T::String, "Identifier of the member of this Group.").mutability(M::Immutable),
+    // Resource ids are case-exact (RFC 7643 §3.1, errata 8472).
+    value_sub(T::String, "Identifier of the member of this Group.")
+        .case_exact()
+        .mutability(M::Immutable),
     Attribute::new(
         "$ref",
         T::Reference,
@@ -1426,6 +1433,7 @@ mod tests {
             members.sub("value").unwrap().mutability,
             Mutability::Immutable
         );
+        assert!(members.sub("value").unwrap().case_exact);
         assert_eq!(
             names(&ENTERPRISE_USER),
             [
