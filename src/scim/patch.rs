@@ -1993,7 +1993,7 @@ mod tests {
             match c {
                 MemberChange::Add(items) => {
                     for v in value_strings(items) {
-                        if !ids.iter().any(|i| *i == v) {
+                        if !ids.contains(&v) {
                             ids.push(v);
                         }
                     }
