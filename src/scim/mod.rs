@@ -18,10 +18,11 @@
 //! - [`path`] and [`patch`]: PATCH paths and operations; [`patch::apply`] on a
 //!   resource's JSON, or [`patch::member_changes`] to store member changes as
 //!   set operations.
-//! - [`bulk`]: BulkRequest parsing, limits and `bulkId` references.
+//! - [`bulk_request`]: BulkRequest parsing, limits, `bulkId` planning and the
+//!   BulkResponse document (pure; execution is the caller's).
 //! - [`error`]: [`ScimError`], the one SCIM error type (RFC 7644 §3.12).
 
-pub mod bulk;
+pub mod bulk_request;
 pub mod error;
 pub mod filter;
 pub mod patch;
