@@ -3,8 +3,27 @@
 //! No async, no I/O: the HTTP layer and the store call into these modules.
 //! Resources are plain JSON objects in canonical attribute case, with extension
 //! attributes nested under their schema URN key (RFC 7643 §3, §8).
+//!
+//! - [`schema`]: the User, EnterpriseUser and Group definitions; discovery
+//!   documents; [`schema::resolve`] for attribute paths; [`schema::normalize`]
+//!   for POST/PUT bodies; [`schema::project`] for `attributes` /
+//!   `excludedAttributes`.
+//! - [`filter`]: the §3.4.2.2 grammar. [`filter::parse_for`] returns a
+//!   canonical tree ready to compile to SQL: paths carry canonical names, a
+//!   URN only for extension attributes, `emails co "x"` already rewritten to
+//!   `emails.value co "x"`; value-path filters hold bare sub-attribute names and
+//!   never nest; values are type-checked (`Bool` for booleans, `Num` for
+//!   numbers, RFC 3339 `Str` for dateTime, `Null` only with `eq`/`ne`).
+//!   `caseExact` comes from [`schema::resolve`].
+//! - [`path`] and [`patch`]: PATCH paths and operations; [`patch::apply`] on a
+//!   resource's JSON, or [`patch::member_changes`] to store member changes as
+//!   set operations.
+//! - [`bulk_request`]: BulkRequest parsing, limits, `bulkId` planning and the
+//!   BulkResponse document (pure; execution is the caller's).
+//! - [`error`]: [`ScimError`], the one SCIM error type (RFC 7644 §3.12).
 
 pub mod bulk;
+pub mod bulk_request;
 pub mod clients;
 pub mod discovery;
 pub mod error;

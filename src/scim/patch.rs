@@ -841,11 +841,12 @@ fn apply_filtered(
                     if let Some(o) = items[i].as_object_mut() {
                         for sub in attr.sub_attributes {
                             if sub.mutability == Mutability::Immutable {
-                                check_immutable(
-                                    sub,
-                                    o.get(sub.name),
-                                    nv.get(sub.name).or(o.get(sub.name)),
-                                )?;
+                                // replace drops what it does not repeat; add keeps it.
+                                let after = match kind {
+                                    PatchOpKind::Replace => nv.get(sub.name),
+                                    _ => nv.get(sub.name).or(o.get(sub.name)),
+                                };
+                                check_immutable(sub, o.get(sub.name), after)?;
                             }
                         }
                         if kind == PatchOpKind::Replace {
@@ -866,4 +867,1354 @@ fn apply_filtered(
         cont.insert(name.to_string(), Value::Array(items));
     }
     result
+}
+
+/// A change to a group's `members` expressed as a set operation, so the store
+/// can apply it with inserts/deletes instead of a read-modify-write of the
+/// whole list (concurrent PATCHes then never lose members).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemberChange {
+    /// Add these members (normalised elements: `value`, optional `$ref`,
+    /// `type`); members already present are kept as they are.
+    Add(Vec<Value>),
+    /// Remove the members with these ids (case-exact). `must_match`: the operation was a
+    /// filter (`members[value eq "…"]`), so RFC 7644 §3.5.2.2 requires 400
+    /// `noTarget` when none of them is a member; the value-array form (Entra,
+    /// Okta) removes whatever is present.
+    Remove {
+        values: Vec<String>,
+        must_match: bool,
+    },
+    /// `remove` of `members` without value or filter.
+    RemoveAll,
+    /// `replace` of `members` (Okta group push): the new full list.
+    ReplaceAll(Vec<Value>),
+}
+
+/// Ids in `members[value eq "a" or value eq "b"]`.
+fn member_ids_of_filter(f: &Filter, out: &mut Vec<String>) -> bool {
+    match f {
+        Filter::Or(a, b) => member_ids_of_filter(a, out) && member_ids_of_filter(b, out),
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value: CompValue::Str(v),
+        } if path.attr == "value" && path.sub_attr.is_none() => {
+            out.push(v.clone());
+            true
+        }
+        _ => false,
+    }
+}
+
+fn member_values(attr: &Attribute, v: Option<&Value>) -> Result<Vec<Value>, ScimError> {
+    match coerce_value(attr, v.unwrap_or(&Value::Null))? {
+        Some(Value::Array(items)) => Ok(items),
+        _ => Ok(vec![]),
+    }
+}
+
+fn value_strings(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .filter_map(|i| i.get("value").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+/// Split PATCH operations on a resource with `members` (Groups) into member
+/// set changes, in order, and the remaining operations (for [`apply`]).
+/// `Ok(None)` when an operation needs the whole member list (a filter other
+/// than `value eq` alternatives, a sub-attribute path such as
+/// `members[value eq "x"].type`, …): then use [`apply`] on the full resource.
+/// Errors are those [`apply`] would report for the member operations.
+#[allow(clippy::type_complexity)]
+pub fn member_changes(
+    rt: &ResourceType,
+    ops: &[PatchOperation],
+) -> Result<Option<(Vec<MemberChange>, Vec<PatchOperation>)>, ScimError> {
+    let Some(members) = rt.schema.attribute("members") else {
+        return Ok(Some((vec![], ops.to_vec())));
+    };
+    let mut changes = Vec::new();
+    let mut rest = Vec::new();
+    for op in ops {
+        match &op.path {
+            Some(p) if p.attr.urn.is_none() && p.attr.attr == "members" => {
+                if p.attr.sub_attr.is_some() || p.sub_after_filter.is_some() {
+                    return Ok(None);
+                }
+                match (&p.filter, op.op) {
+                    (None, PatchOpKind::Add) => {
+                        changes.push(MemberChange::Add(member_values(
+                            members,
+                            op.value.as_ref(),
+                        )?));
+                    }
+                    (None, PatchOpKind::Replace) => {
+                        changes.push(MemberChange::ReplaceAll(member_values(
+                            members,
+                            op.value.as_ref(),
+                        )?));
+                    }
+                    (None, PatchOpKind::Remove) => match &op.value {
+                        Some(v) if !v.is_null() => changes.push(MemberChange::Remove {
+                            values: value_strings(&member_values(members, Some(v))?),
+                            must_match: false,
+                        }),
+                        _ => changes.push(MemberChange::RemoveAll),
+                    },
+                    (Some(f), PatchOpKind::Remove) => {
+                        let mut ids = Vec::new();
+                        if !member_ids_of_filter(f, &mut ids) {
+                            return Ok(None);
+                        }
+                        changes.push(MemberChange::Remove {
+                            values: ids,
+                            must_match: true,
+                        });
+                    }
+                    (Some(_), _) => return Ok(None),
+                }
+            }
+            None if op.op != PatchOpKind::Remove => {
+                let Some(Value::Object(obj)) = &op.value else {
+                    rest.push(op.clone());
+                    continue;
+                };
+                let mut others = Map::new();
+                for (k, v) in obj {
+                    if k.eq_ignore_ascii_case("members") {
+                        let items = member_values(members, Some(v))?;
+                        changes.push(match op.op {
+                            PatchOpKind::Add => MemberChange::Add(items),
+                            _ => MemberChange::ReplaceAll(items),
+                        });
+                    } else {
+                        others.insert(k.clone(), v.clone());
+                    }
+                }
+                if !others.is_empty() {
+                    rest.push(PatchOperation {
+                        op: op.op,
+                        path: None,
+                        value: Some(Value::Object(others)),
+                    });
+                }
+            }
+            _ => rest.push(op.clone()),
+        }
+    }
+    Ok(Some((changes, rest)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scim::error::ScimType;
+    use crate::scim::schema::{GROUP_RESOURCE, USER_RESOURCE};
+    use crate::scim::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const EXT: &str = ENTERPRISE_USER_SCHEMA;
+
+    fn body(ops: Value) -> Value {
+        json!({"schemas": [PATCH_OP], "Operations": ops})
+    }
+
+    fn run(rt: &ResourceType, resource: &Value, ops: Value) -> Result<Value, ScimError> {
+        let ops = parse_request(rt, &body(ops))?;
+        apply(rt, resource, &ops)
+    }
+
+    fn ok(rt: &ResourceType, resource: &Value, ops: Value) -> Value {
+        run(rt, resource, ops.clone()).unwrap_or_else(|e| panic!("{ops}: {e}"))
+    }
+
+    fn fails(rt: &ResourceType, resource: &Value, ops: Value, t: ScimType) -> ScimError {
+        let before = resource.clone();
+        let e = run(rt, resource, ops.clone()).expect_err(&ops.to_string());
+        assert_eq!((e.status, e.scim_type), (400, Some(t)), "{ops}: {e}");
+        assert_eq!(resource, &before);
+        e
+    }
+
+    fn group() -> Value {
+        json!({
+            "schemas": [GROUP_SCHEMA],
+            "id": "e9e30dba-f08f-4109-8486-d5c6a331660a",
+            "displayName": "Tour Guides",
+            "members": [
+                {"value": "2819c223-7f76-453a-919d-413861904646", "$ref": "https://example.com/v2/Users/2819c223-7f76-453a-919d-413861904646", "type": "User"},
+                {"value": "902c246b-6245-4190-8e05-00816be7344a", "type": "User"}
+            ],
+            "meta": {"resourceType": "Group", "version": "W/\"3694e05e9dff592\""}
+        })
+    }
+
+    fn user() -> Value {
+        json!({
+            "schemas": [USER_SCHEMA],
+            "id": "2819c223-7f76-453a-919d-413861904646",
+            "userName": "bjensen",
+            "name": {"givenName": "Barbara", "familyName": "Jensen"},
+            "active": true,
+            "emails": [
+                {"value": "bjensen@example.com", "type": "work", "primary": true},
+                {"value": "babs@jensen.org", "type": "home"}
+            ],
+            "addresses": [
+                {"type": "work", "streetAddress": "100 Universal City Plaza", "locality": "Hollywood", "primary": true},
+                {"type": "home", "streetAddress": "456 Hollywood Blvd", "locality": "Hollywood"}
+            ],
+            "meta": {"resourceType": "User"}
+        })
+    }
+
+    fn member_ids(g: &Value) -> Vec<String> {
+        g["members"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|m| m["value"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    // ---- parse_request ----
+
+    #[test]
+    fn parse_request_accepts_any_op_case() {
+        let ops = parse_request(
+            &USER_RESOURCE,
+            &body(json!([
+                {"op": "Replace", "path": "active", "value": "False"},
+                {"op": "ADD", "path": "nickName", "value": "B"},
+                {"op": "remove", "path": "title"}
+            ])),
+        )
+        .unwrap();
+        let kinds: Vec<_> = ops.iter().map(|o| o.op).collect();
+        assert_eq!(
+            kinds,
+            [PatchOpKind::Replace, PatchOpKind::Add, PatchOpKind::Remove]
+        );
+        assert_eq!(
+            ops[0].path.as_ref().unwrap().attr,
+            filter::AttrPath::new("active")
+        );
+        // "operations" in any case too.
+        let lower = json!({"schemas": [PATCH_OP], "operations": [{"op": "add", "value": {"nickName": "x"}}]});
+        assert_eq!(parse_request(&USER_RESOURCE, &lower).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn parse_request_errors() {
+        let u = &USER_RESOURCE;
+        let cases = [
+            (json!([1]), ScimType::InvalidSyntax),
+            (
+                json!({"Operations": [{"op": "add", "value": {}}]}),
+                ScimType::InvalidSyntax,
+            ),
+            (
+                json!({"schemas": [USER_SCHEMA], "Operations": [{"op": "add", "value": {}}]}),
+                ScimType::InvalidSyntax,
+            ),
+            (json!({"schemas": [PATCH_OP]}), ScimType::InvalidSyntax),
+            (
+                json!({"schemas": [PATCH_OP], "Operations": []}),
+                ScimType::InvalidSyntax,
+            ),
+            (
+                json!({"schemas": [PATCH_OP], "Operations": {"op": "add"}}),
+                ScimType::InvalidSyntax,
+            ),
+            (body(json!(["add"])), ScimType::InvalidSyntax),
+            (
+                body(json!([{"op": "move", "path": "title", "value": "x"}])),
+                ScimType::InvalidSyntax,
+            ),
+            (
+                body(json!([{"path": "title", "value": "x"}])),
+                ScimType::InvalidSyntax,
+            ),
+            (
+                body(json!([{"op": "add", "path": "title"}])),
+                ScimType::InvalidSyntax,
+            ),
+            (body(json!([{"op": "replace"}])), ScimType::InvalidSyntax),
+            // RFC 7644 §3.5.2.2: remove without path → noTarget.
+            (body(json!([{"op": "remove"}])), ScimType::NoTarget),
+            (
+                body(json!([{"op": "remove", "path": ""}])),
+                ScimType::NoTarget,
+            ),
+            (
+                body(json!([{"op": "add", "path": 5, "value": "x"}])),
+                ScimType::InvalidPath,
+            ),
+            (
+                body(json!([{"op": "add", "path": "nosuch", "value": "x"}])),
+                ScimType::InvalidPath,
+            ),
+            (
+                body(json!([{"op": "add", "path": "emails[type eq]", "value": "x"}])),
+                ScimType::InvalidFilter,
+            ),
+        ];
+        for (b, t) in cases {
+            let e = parse_request(u, &b).expect_err(&b.to_string());
+            assert_eq!((e.status, e.scim_type), (400, Some(t)), "{b}: {e}");
+        }
+    }
+
+    // ---- RFC 7644 §3.5.2.1 add ----
+
+    #[test]
+    fn rfc_add_member_to_group() {
+        let g = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([{"op": "add", "path": "members", "value": [{
+                "display": "Babs Jensen",
+                "$ref": "https://example.com/v2/Users/08e1d05d-121c-4561-8b96-473d93df9210",
+                "value": "08e1d05d-121c-4561-8b96-473d93df9210"
+            }]}]),
+        );
+        assert_eq!(
+            member_ids(&g),
+            [
+                "2819c223-7f76-453a-919d-413861904646",
+                "902c246b-6245-4190-8e05-00816be7344a",
+                "08e1d05d-121c-4561-8b96-473d93df9210"
+            ]
+        );
+        // display is readOnly: the server fills it in, the input is ignored.
+        assert!(g["members"][2].get("display").is_none());
+        assert_eq!(
+            g["members"][2]["$ref"],
+            "https://example.com/v2/Users/08e1d05d-121c-4561-8b96-473d93df9210"
+        );
+        // Everything else is untouched.
+        assert_eq!(g["meta"], group()["meta"]);
+        assert_eq!(g["displayName"], "Tour Guides");
+    }
+
+    #[test]
+    fn rfc_add_without_path() {
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "add", "value": {
+                "emails": [{"value": "babs@jensen.org", "type": "home"}, {"value": "b2@x.org", "type": "other"}],
+                "nickName": "Babs"
+            }}]),
+        );
+        assert_eq!(u["nickName"], "Babs");
+        // The existing home address is not duplicated; the new one is appended.
+        let emails: Vec<_> = u["emails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["value"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            emails,
+            ["bjensen@example.com", "babs@jensen.org", "b2@x.org"]
+        );
+    }
+
+    #[test]
+    fn add_is_idempotent_for_existing_values() {
+        let g = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([{"op": "add", "path": "members", "value": [{"value": "2819c223-7f76-453a-919d-413861904646"}]}]),
+        );
+        assert_eq!(g, {
+            let mut want = group();
+            want["schemas"] = json!([GROUP_SCHEMA]);
+            want
+        });
+        // Single-valued and complex adds replace/merge.
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "add", "path": "name", "value": {"middleName": "Jane"}}, {"op": "add", "path": "userName", "value": "babs"}]),
+        );
+        assert_eq!(
+            u["name"],
+            json!({"givenName": "Barbara", "familyName": "Jensen", "middleName": "Jane"})
+        );
+        assert_eq!(u["userName"], "babs");
+    }
+
+    // ---- RFC 7644 §3.5.2.2 remove ----
+
+    #[test]
+    fn rfc_remove_single_member() {
+        let g = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([{"op": "remove", "path": "members[value eq \"2819c223-7f76-453a-919d-413861904646\"]"}]),
+        );
+        assert_eq!(member_ids(&g), ["902c246b-6245-4190-8e05-00816be7344a"]);
+    }
+
+    #[test]
+    fn rfc_remove_all_members_and_multiple() {
+        let g = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([{"op": "remove", "path": "members"}]),
+        );
+        assert!(g.get("members").is_none());
+        let g = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([
+                {"op": "remove", "path": "members[value eq\"2819c223-7f76-453a-919d-413861904646\"]"},
+                {"op": "remove", "path": "members[value eq\"902c246b-6245-4190-8e05-00816be7344a\"]"}
+            ]),
+        );
+        assert!(g.get("members").is_none());
+        // RFC: replace all members by removing then adding.
+        let g = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([
+                {"op": "remove", "path": "members"},
+                {"op": "add", "path": "members", "value": [{"value": "a"}, {"value": "b"}]}
+            ]),
+        );
+        assert_eq!(member_ids(&g), ["a", "b"]);
+    }
+
+    #[test]
+    fn remove_single_valued_and_sub_attributes() {
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([
+                {"op": "remove", "path": "name.givenName"},
+                {"op": "remove", "path": "active"},
+                {"op": "remove", "path": "nickName"},
+                {"op": "remove", "path": "emails[type eq \"work\"].primary"}
+            ]),
+        );
+        assert_eq!(u["name"], json!({"familyName": "Jensen"}));
+        assert!(u.get("active").is_none());
+        assert_eq!(
+            u["emails"][0],
+            json!({"value": "bjensen@example.com", "type": "work"})
+        );
+        let u = ok(
+            &USER_RESOURCE,
+            &u,
+            json!([{"op": "remove", "path": "name.familyName"}]),
+        );
+        assert!(
+            u.get("name").is_none(),
+            "an emptied complex attribute is unassigned"
+        );
+    }
+
+    // ---- RFC 7644 §3.5.2.3 replace ----
+
+    #[test]
+    fn rfc_replace_members() {
+        let g = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([{"op": "replace", "path": "members", "value": [
+                {"display": "Babs Jensen", "$ref": "https://example.com/v2/Users/2819c223", "value": "2819c223-7f76-453a-919d-413861904646"},
+                {"display": "James Smith", "$ref": "https://example.com/v2/Users/08e1d05d", "value": "08e1d05d-121c-4561-8b96-473d93df9210"}
+            ]}]),
+        );
+        assert_eq!(
+            member_ids(&g),
+            [
+                "2819c223-7f76-453a-919d-413861904646",
+                "08e1d05d-121c-4561-8b96-473d93df9210"
+            ]
+        );
+    }
+
+    #[test]
+    fn rfc_replace_address_by_filter() {
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "replace", "path": "addresses[type eq \"work\"]", "value": {
+                "type": "work",
+                "streetAddress": "911 Universal City Plaza",
+                "locality": "Hollywood",
+                "region": "CA",
+                "postalCode": "91608",
+                "country": "US",
+                "formatted": "911 Universal City Plaza\nHollywood, CA 91608 US",
+                "primary": true
+            }}]),
+        );
+        assert_eq!(
+            u["addresses"][0]["streetAddress"],
+            "911 Universal City Plaza"
+        );
+        assert_eq!(u["addresses"][0]["postalCode"], "91608");
+        assert_eq!(u["addresses"][1], user()["addresses"][1]);
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "replace", "path": "addresses[type eq \"work\"].streetAddress", "value": "1010 Broadway Ave"}]),
+        );
+        assert_eq!(
+            u["addresses"][0],
+            json!({"type": "work", "streetAddress": "1010 Broadway Ave", "locality": "Hollywood", "primary": true})
+        );
+    }
+
+    #[test]
+    fn rfc_replace_without_path() {
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "replace", "value": {
+                "emails": [
+                    {"value": "bjensen@example.com", "type": "work", "primary": true},
+                    {"value": "babs@jensen.org", "type": "home"},
+                    {"value": "new@jensen.org", "type": "other"}
+                ],
+                "nickName": "Babs"
+            }}]),
+        );
+        assert_eq!(u["emails"].as_array().unwrap().len(), 3);
+        assert_eq!(u["nickName"], "Babs");
+        // Complex single-valued replace merges sub-attributes (§3.5.2.3).
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "replace", "path": "name", "value": {"givenName": "Babs"}}]),
+        );
+        assert_eq!(
+            u["name"],
+            json!({"givenName": "Babs", "familyName": "Jensen"})
+        );
+        // Replacing a missing attribute adds it.
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "replace", "path": "title", "value": "Tour Guide"}]),
+        );
+        assert_eq!(u["title"], "Tour Guide");
+    }
+
+    // ---- IdP quirks ----
+
+    #[test]
+    fn entra_string_booleans_and_capitalised_ops() {
+        // ../shared/corpora/entra-scim-postman "patch user omalley active with boolean"
+        // and Microsoft's documented "Disable user" request.
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "Replace", "path": "active", "value": "False"}]),
+        );
+        assert_eq!(u["active"], false);
+        let u = ok(
+            &USER_RESOURCE,
+            &u,
+            json!([{"op": "Replace", "path": "active", "value": "True"}]),
+        );
+        assert_eq!(u["active"], true);
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "replace", "value": {"active": "false"}}]),
+        );
+        assert_eq!(u["active"], false);
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "Replace", "path": "emails[type eq \"work\"].primary", "value": "False"}]),
+        );
+        assert_eq!(u["emails"][0]["primary"], false);
+        fails(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "Replace", "path": "active", "value": "nope"}]),
+            ScimType::InvalidValue,
+        );
+    }
+
+    #[test]
+    fn entra_update_user_multi_valued_and_single_valued() {
+        // Microsoft Entra "Update User [Multi-valued properties]" and
+        // "[Single-valued properties]" requests.
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([
+                {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "updatedEmail@microsoft.com"},
+                {"op": "Replace", "path": "name.familyName", "value": "updatedFamilyName"},
+                {"op": "Replace", "path": "userName", "value": "5b50642d-79fc-4410-9e90-4c077cdd1a59@testuser.com"}
+            ]),
+        );
+        assert_eq!(u["emails"][0]["value"], "updatedEmail@microsoft.com");
+        assert_eq!(u["emails"][0]["type"], "work");
+        assert_eq!(u["name"]["familyName"], "updatedFamilyName");
+        assert_eq!(
+            u["userName"],
+            "5b50642d-79fc-4410-9e90-4c077cdd1a59@testuser.com"
+        );
+    }
+
+    #[test]
+    fn entra_add_to_a_value_path_without_match_creates_the_value() {
+        let mut start = user();
+        start.as_object_mut().unwrap().remove("emails");
+        let u = ok(
+            &USER_RESOURCE,
+            &start,
+            json!([{"op": "Add", "path": "emails[type eq \"work\"].value", "value": "new@example.com"}]),
+        );
+        assert_eq!(
+            u["emails"],
+            json!([{"type": "work", "value": "new@example.com"}])
+        );
+        let u = ok(
+            &USER_RESOURCE,
+            &u,
+            json!([{"op": "add", "path": "phoneNumbers[type eq \"mobile\"].value", "value": "+1 555"}]),
+        );
+        assert_eq!(
+            u["phoneNumbers"],
+            json!([{"type": "mobile", "value": "+1 555"}])
+        );
+        // With a match, add sets the sub-attribute.
+        let u = ok(
+            &USER_RESOURCE,
+            &u,
+            json!([{"op": "add", "path": "emails[type eq \"work\"].display", "value": "Work"}]),
+        );
+        assert_eq!(
+            u["emails"],
+            json!([{"type": "work", "value": "new@example.com", "display": "Work"}])
+        );
+        // A filter that does not say what to create → noTarget.
+        fails(
+            &USER_RESOURCE,
+            &start,
+            json!([{"op": "add", "path": "emails[type co \"wo\"].value", "value": "x@y"}]),
+            ScimType::NoTarget,
+        );
+    }
+
+    #[test]
+    fn entra_remove_members_by_value_array() {
+        // Entra/Okta: {"op":"remove","path":"members","value":[{"value":"id"}]}
+        let g = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([{"op": "Remove", "path": "members", "value": [{"value": "2819c223-7f76-453a-919d-413861904646"}]}]),
+        );
+        assert_eq!(member_ids(&g), ["902c246b-6245-4190-8e05-00816be7344a"]);
+        // Unknown ids are a no-op (retries are idempotent); ids are case-exact.
+        let same = ok(
+            &GROUP_RESOURCE,
+            &g,
+            json!([{"op": "remove", "path": "members", "value": [{"value": "nope"}, {"value": "902C246B-6245-4190-8E05-00816BE7344A"}]}]),
+        );
+        assert_eq!(same, g);
+        let g2 = ok(
+            &GROUP_RESOURCE,
+            &g,
+            json!([{"op": "remove", "path": "members", "value": [{"value": "nope"}, {"value": "902c246b-6245-4190-8e05-00816be7344a"}]}]),
+        );
+        assert!(g2.get("members").is_none());
+        // A bare id string works too.
+        let g3 = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([{"op": "remove", "path": "members", "value": "902c246b-6245-4190-8e05-00816be7344a"}]),
+        );
+        assert_eq!(member_ids(&g3), ["2819c223-7f76-453a-919d-413861904646"]);
+    }
+
+    #[test]
+    fn entra_add_and_remove_members_in_one_request() {
+        // Microsoft Entra "Update Group [Add Members]" / "[Remove Members]".
+        let g = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([
+                {"op": "Add", "path": "members", "value": [{"$ref": null, "value": "f648f8d5-ea2f-4fa9-8f0e-2de6c3e6e4b7"}]},
+                {"op": "Remove", "path": "members", "value": [{"$ref": null, "value": "902c246b-6245-4190-8e05-00816be7344a"}]}
+            ]),
+        );
+        assert_eq!(
+            member_ids(&g),
+            [
+                "2819c223-7f76-453a-919d-413861904646",
+                "f648f8d5-ea2f-4fa9-8f0e-2de6c3e6e4b7"
+            ]
+        );
+        assert_eq!(
+            g["members"][1],
+            json!({"value": "f648f8d5-ea2f-4fa9-8f0e-2de6c3e6e4b7"})
+        );
+    }
+
+    #[test]
+    fn postman_members_as_plain_strings_and_display_name_key() {
+        // ../shared/corpora/entra-scim-postman "Group patch add member" and
+        // "Patch add user4 to group1" (with an unknown "displayName" key).
+        let g = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([{"op": "add", "path": "members", "value": "string id 1"}]),
+        );
+        assert_eq!(member_ids(&g).last().unwrap(), "string id 1");
+        let g = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([{"name": "addMember", "op": "add", "path": "members", "value": [{"displayName": "new User", "value": "id4"}]}]),
+        );
+        assert_eq!(g["members"][2], json!({"value": "id4"}));
+    }
+
+    #[test]
+    fn entra_replace_without_path_with_dotted_and_urn_keys() {
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "replace", "value": {
+                "name.givenName": "Babs",
+                "NAME.FAMILYNAME": "J",
+                "displayName": "Babs J",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": "701984",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager": "26118915",
+                "urn:ietf:params:scim:schemas:core:2.0:User:title": "Guide",
+                "emails[type eq \"work\"].value": "ignored: not an attribute path",
+                "unknownAttr": 1,
+                "active": "False"
+            }}]),
+        );
+        assert_eq!(u["name"], json!({"givenName": "Babs", "familyName": "J"}));
+        assert_eq!(u["displayName"], "Babs J");
+        assert_eq!(u["title"], "Guide");
+        assert_eq!(u["active"], false);
+        assert_eq!(
+            u[EXT],
+            json!({"employeeNumber": "701984", "manager": {"value": "26118915"}})
+        );
+        assert_eq!(u["schemas"], json!([USER_SCHEMA, EXT]));
+        assert!(u.get("unknownAttr").is_none());
+        assert_eq!(u["emails"], user()["emails"]);
+    }
+
+    #[test]
+    fn enterprise_extension_paths() {
+        // Entra "Update User [manager]" (dotted form from the Postman collection
+        // SCIM_Inbound "Update User (manager)") and the colon form.
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "replace", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User.manager", "value": "m-1"}]),
+        );
+        assert_eq!(u[EXT], json!({"manager": {"value": "m-1"}}));
+        assert_eq!(u["schemas"], json!([USER_SCHEMA, EXT]));
+        let u = ok(
+            &USER_RESOURCE,
+            &u,
+            json!([
+                {"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": {"value": "m-2", "displayName": "ignored"}},
+                {"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "value": "Tours"}
+            ]),
+        );
+        assert_eq!(
+            u[EXT],
+            json!({"manager": {"value": "m-2"}, "department": "Tours"})
+        );
+        // Entra "Remove manager".
+        let u = ok(
+            &USER_RESOURCE,
+            &u,
+            json!([{"op": "Remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager"}]),
+        );
+        assert_eq!(u[EXT], json!({"department": "Tours"}));
+        // Removing the last extension attribute removes the extension and its schema.
+        let u2 = ok(
+            &USER_RESOURCE,
+            &u,
+            json!([{"op": "remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"}]),
+        );
+        assert!(u2.get(EXT).is_none());
+        assert_eq!(u2["schemas"], json!([USER_SCHEMA]));
+        // The extension URN as a path: add an object, remove everything.
+        let u3 = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "add", "path": EXT, "value": {"Department": "Ops", "costCenter": "4130"}}]),
+        );
+        assert_eq!(u3[EXT], json!({"department": "Ops", "costCenter": "4130"}));
+        let u4 = ok(&USER_RESOURCE, &u3, json!([{"op": "remove", "path": EXT}]));
+        assert!(u4.get(EXT).is_none());
+        // Extension object inside a path-less add; removing from an absent extension is a no-op.
+        let u5 = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "add", "value": {EXT: {"division": "D"}}}]),
+        );
+        assert_eq!(u5[EXT], json!({"division": "D"}));
+        let u6 = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "remove", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:division"}]),
+        );
+        assert_eq!(u6["schemas"], json!([USER_SCHEMA]));
+    }
+
+    #[test]
+    fn okta_group_push_and_rename() {
+        // Okta "Update Group name" sends id along; "Push group" replaces members.
+        let g = ok(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([{"op": "replace", "value": {"id": "e9e30dba-f08f-4109-8486-d5c6a331660a", "displayName": "Test SCIMv2"}}]),
+        );
+        assert_eq!(g["displayName"], "Test SCIMv2");
+        assert_eq!(g["id"], group()["id"]);
+        let g = ok(
+            &GROUP_RESOURCE,
+            &g,
+            json!([{"op": "replace", "path": "members", "value": [
+                {"value": "23a35c27-23d3-4c03-b4c5-6443c09e7173", "display": "test.user@okta.local"},
+                {"value": "89bb1940-b905-4575-9e7f-6f887cfb368e", "display": "test.user2@okta.local"}
+            ]}]),
+        );
+        assert_eq!(
+            member_ids(&g),
+            [
+                "23a35c27-23d3-4c03-b4c5-6443c09e7173",
+                "89bb1940-b905-4575-9e7f-6f887cfb368e"
+            ]
+        );
+        // Okta "Remove members" with a filter, and deactivation without a path.
+        let g = ok(
+            &GROUP_RESOURCE,
+            &g,
+            json!([{"op": "remove", "path": "members[value eq \"89bb1940-b905-4575-9e7f-6f887cfb368e\"]"}]),
+        );
+        assert_eq!(member_ids(&g), ["23a35c27-23d3-4c03-b4c5-6443c09e7173"]);
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "replace", "value": {"active": false}}]),
+        );
+        assert_eq!(u["active"], false);
+        // An empty list empties the group.
+        let g = ok(
+            &GROUP_RESOURCE,
+            &g,
+            json!([{"op": "replace", "path": "members", "value": []}]),
+        );
+        assert!(g.get("members").is_none());
+    }
+
+    #[test]
+    fn primary_is_unique() {
+        // Adding a primary value clears the previous one (RFC 7643 §2.4).
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "add", "path": "emails", "value": [{"value": "new@x.org", "type": "other", "primary": true}]}]),
+        );
+        let prim: Vec<_> = u["emails"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["primary"].as_bool().unwrap_or(false))
+            .collect();
+        assert_eq!(prim, [false, false, true]);
+        // Setting primary through a value path.
+        let u = ok(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "replace", "path": "emails[type eq \"home\"].primary", "value": true}]),
+        );
+        assert_eq!(u["emails"][0]["primary"], false);
+        assert_eq!(u["emails"][1]["primary"], true);
+        // Two primaries in one value → invalidValue.
+        fails(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "replace", "path": "emails", "value": [{"value": "a@x", "primary": true}, {"value": "b@x", "primary": true}]}]),
+            ScimType::InvalidValue,
+        );
+        fails(
+            &USER_RESOURCE,
+            &user(),
+            json!([{"op": "replace", "path": "emails.primary", "value": true}]),
+            ScimType::InvalidValue,
+        );
+    }
+
+    #[test]
+    fn mutability_errors() {
+        let u = &USER_RESOURCE;
+        for ops in [
+            json!([{"op": "replace", "path": "id", "value": "x"}]),
+            json!([{"op": "replace", "path": "meta.created", "value": "2020-01-01T00:00:00Z"}]),
+            json!([{"op": "add", "path": "groups", "value": [{"value": "g"}]}]),
+            json!([{"op": "remove", "path": "groups"}]),
+            json!([{"op": "add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.displayName", "value": "x"}]),
+            // RFC 7644 §3.5.2.2: a required attribute may not become unassigned.
+            json!([{"op": "remove", "path": "userName"}]),
+            json!([{"op": "replace", "path": "userName", "value": null}]),
+            json!([{"op": "replace", "value": {"userName": null}}]),
+        ] {
+            fails(u, &user(), ops, ScimType::Mutability);
+        }
+        let g = &GROUP_RESOURCE;
+        for ops in [
+            json!([{"op": "remove", "path": "displayName"}]),
+            json!([{"op": "replace", "path": "members[value eq \"902c246b-6245-4190-8e05-00816be7344a\"].display", "value": "x"}]),
+            // members.value is immutable once set.
+            json!([{"op": "replace", "path": "members[value eq \"902c246b-6245-4190-8e05-00816be7344a\"].value", "value": "other"}]),
+            json!([{"op": "replace", "path": "members[value eq \"902c246b-6245-4190-8e05-00816be7344a\"]", "value": {"value": "other"}}]),
+            json!([{"op": "remove", "path": "members[value eq \"902c246b-6245-4190-8e05-00816be7344a\"].type"}]),
+        ] {
+            fails(g, &group(), ops, ScimType::Mutability);
+        }
+        // Removing then re-adding a required attribute within one request is fine.
+        let v = ok(
+            u,
+            &user(),
+            json!([{"op": "remove", "path": "userName"}, {"op": "add", "path": "userName", "value": "b2"}]),
+        );
+        assert_eq!(v["userName"], "b2");
+        // An immutable sub-attribute may be set when unassigned.
+        let mut g0 = group();
+        g0["members"][1].as_object_mut().unwrap().remove("type");
+        let v = ok(
+            g,
+            &g0,
+            json!([{"op": "add", "path": "members[value eq \"902c246b-6245-4190-8e05-00816be7344a\"].type", "value": "User"}]),
+        );
+        assert_eq!(v["members"][1]["type"], "User");
+    }
+
+    #[test]
+    fn no_target_and_value_errors() {
+        let u = &USER_RESOURCE;
+        fails(
+            u,
+            &user(),
+            json!([{"op": "replace", "path": "emails[type eq \"other\"].value", "value": "x@y"}]),
+            ScimType::NoTarget,
+        );
+        fails(
+            u,
+            &user(),
+            json!([{"op": "remove", "path": "emails[type eq \"other\"]"}]),
+            ScimType::NoTarget,
+        );
+        fails(
+            &GROUP_RESOURCE,
+            &group(),
+            json!([{"op": "remove", "path": "members[value eq \"nobody\"]"}]),
+            ScimType::NoTarget,
+        );
+        fails(
+            u,
+            &user(),
+            json!([{"op": "replace", "path": "active", "value": {"x": 1}}]),
+            ScimType::InvalidValue,
+        );
+        fails(
+            u,
+            &user(),
+            json!([{"op": "add", "value": "not an object"}]),
+            ScimType::InvalidValue,
+        );
+        fails(
+            u,
+            &user(),
+            json!([{"op": "replace", "path": "name.givenName", "value": true}]),
+            ScimType::InvalidValue,
+        );
+        fails(
+            u,
+            &user(),
+            json!([{"op": "add", "path": "emails", "value": [[1]]}]),
+            ScimType::InvalidValue,
+        );
+        fails(
+            u,
+            &user(),
+            json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": [1]}]),
+            ScimType::InvalidValue,
+        );
+        let e = fails(
+            u,
+            &user(),
+            json!([{"op": "add", "path": "nickName", "value": "ok"}, {"op": "replace", "path": "emails[type eq \"x\"]", "value": {"value": "v"}}]),
+            ScimType::NoTarget,
+        );
+        assert!(
+            e.detail.starts_with("operation 1 (replace)"),
+            "{}",
+            e.detail
+        );
+    }
+
+    #[test]
+    fn apply_is_all_or_nothing() {
+        let start = user();
+        let ops = parse_request(
+            &USER_RESOURCE,
+            &body(json!([
+                {"op": "replace", "path": "userName", "value": "changed"},
+                {"op": "add", "path": "emails", "value": [{"value": "z@z"}]},
+                {"op": "replace", "path": "id", "value": "nope"}
+            ])),
+        )
+        .unwrap();
+        assert!(apply(&USER_RESOURCE, &start, &ops).is_err());
+        assert_eq!(start, user());
+        // The same prefix alone succeeds.
+        let v = apply(&USER_RESOURCE, &start, &ops[..2]).unwrap();
+        assert_eq!(v["userName"], "changed");
+    }
+
+    #[test]
+    fn apply_accepts_hand_built_operations() {
+        // The lead may build operations directly (e.g. bulk): a pathless remove is noTarget.
+        let e = apply(
+            &USER_RESOURCE,
+            &user(),
+            &[PatchOperation {
+                op: PatchOpKind::Remove,
+                path: None,
+                value: None,
+            }],
+        )
+        .unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::NoTarget));
+        let e = apply(&USER_RESOURCE, &json!([]), &[]).unwrap_err();
+        assert_eq!(e.status, 400);
+    }
+
+    // ---- properties ----
+
+    fn arb_good_op() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            "[a-z]{1,8}".prop_map(|s| json!({"op": "replace", "path": "nickName", "value": s})),
+            "[a-z]{1,8}".prop_map(|s| json!({"op": "add", "path": "emails", "value": [{"value": format!("{s}@x.org"), "type": "other"}]})),
+            "[a-z]{1,8}".prop_map(|s| json!({"op": "add", "path": "members", "value": [{"value": s}]})),
+            Just(json!({"op": "remove", "path": "title"})),
+            any::<bool>().prop_map(|b| json!({"op": "Replace", "path": "active", "value": if b { "True" } else { "False" }})),
+            "[a-z]{1,8}".prop_map(|s| json!({"op": "replace", "value": {"name.givenName": s}})),
+            "[a-z]{1,8}".prop_map(|s| json!({"op": "add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "value": s})),
+        ]
+    }
+
+    fn arb_bad_op() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!({"op": "replace", "path": "id", "value": "x"})),
+            Just(json!({"op": "remove", "path": "userName"})),
+            Just(json!({"op": "remove", "path": "emails[type eq \"nope\"]"})),
+            Just(json!({"op": "replace", "path": "active", "value": "maybe"})),
+            Just(json!({"op": "add", "path": "groups", "value": [{"value": "g"}]})),
+            Just(
+                json!({"op": "replace", "path": "emails", "value": [{"value": "a", "primary": true}, {"value": "b", "primary": true}]})
+            ),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn failed_patch_leaves_input_unchanged(
+            before in prop::collection::vec(arb_good_op(), 0..5),
+            bad_op in arb_bad_op(),
+            after in prop::collection::vec(arb_good_op(), 0..5),
+        ) {
+            // Users have no "members": those ops are unknown paths, so use the
+            // user-valid subset for the user resource.
+            let keep = |v: &Vec<Value>| -> Vec<Value> {
+                v.iter().filter(|o| o["path"] != "members").cloned().collect()
+            };
+            let (before, after) = (keep(&before), keep(&after));
+            let start = user();
+            let snapshot = start.clone();
+            let mut all = before.clone();
+            all.push(bad_op);
+            all.extend(after);
+            let res = run(&USER_RESOURCE, &start, Value::Array(all));
+            prop_assert!(res.is_err());
+            prop_assert_eq!(&start, &snapshot);
+            // The good prefix on its own applies.
+            if !before.is_empty() {
+                prop_assert!(run(&USER_RESOURCE, &start, Value::Array(before)).is_ok());
+            }
+        }
+
+        #[test]
+        fn member_add_remove_sequences_match_a_set_model(
+            steps in prop::collection::vec((any::<bool>(), 0u8..6), 1..20)
+        ) {
+            let mut model: Vec<String> = member_ids(&group());
+            let mut g = group();
+            for (add, id) in steps {
+                let id = format!("m{id}");
+                let op = if add {
+                    json!([{"op": "add", "path": "members", "value": [{"value": id}]}])
+                } else {
+                    json!([{"op": "remove", "path": "members", "value": [{"value": id}]}])
+                };
+                g = run(&GROUP_RESOURCE, &g, op).unwrap();
+                if add {
+                    if !model.contains(&id) {
+                        model.push(id);
+                    }
+                } else {
+                    model.retain(|m| *m != id);
+                }
+                prop_assert_eq!(member_ids(&g), model.clone());
+            }
+        }
+    }
+
+    /// Apply member changes to an id list the way a store would.
+    fn apply_changes(mut ids: Vec<String>, changes: &[MemberChange]) -> Result<Vec<String>, ()> {
+        for c in changes {
+            match c {
+                MemberChange::Add(items) => {
+                    for v in value_strings(items) {
+                        if !ids.contains(&v) {
+                            ids.push(v);
+                        }
+                    }
+                }
+                MemberChange::Remove { values, must_match } => {
+                    let before = ids.len();
+                    ids.retain(|i| !values.iter().any(|v| v == i));
+                    if *must_match && ids.len() == before {
+                        return Err(());
+                    }
+                }
+                MemberChange::RemoveAll => ids.clear(),
+                MemberChange::ReplaceAll(items) => ids = value_strings(items),
+            }
+        }
+        Ok(ids)
+    }
+
+    #[test]
+    fn member_changes_split_requests() {
+        let ops = parse_request(
+            &GROUP_RESOURCE,
+            &body(json!([
+                {"op": "Replace", "path": "displayName", "value": "New"},
+                {"op": "Add", "path": "members", "value": [{"value": "a"}, "b"]},
+                {"op": "Remove", "path": "members", "value": [{"value": "c"}]},
+                {"op": "remove", "path": "members[value eq \"d\" or value eq \"e\"]"},
+                {"op": "replace", "value": {"members": [{"value": "f"}], "externalId": "x"}},
+                {"op": "remove", "path": "members"}
+            ])),
+        )
+        .unwrap();
+        let (changes, rest) = member_changes(&GROUP_RESOURCE, &ops).unwrap().unwrap();
+        assert_eq!(
+            changes,
+            [
+                MemberChange::Add(vec![json!({"value": "a"}), json!({"value": "b"})]),
+                MemberChange::Remove {
+                    values: vec!["c".into()],
+                    must_match: false
+                },
+                MemberChange::Remove {
+                    values: vec!["d".into(), "e".into()],
+                    must_match: true
+                },
+                MemberChange::ReplaceAll(vec![json!({"value": "f"})]),
+                MemberChange::RemoveAll,
+            ]
+        );
+        assert_eq!(rest.len(), 2);
+        assert_eq!(rest[1].value, Some(json!({"externalId": "x"})));
+        // Forms that need the full list.
+        for op in [
+            json!([{"op": "remove", "path": "members[type eq \"Group\"]"}]),
+            json!([{"op": "replace", "path": "members[value eq \"a\"]", "value": {"value": "a"}}]),
+            json!([{"op": "remove", "path": "members[value eq \"a\"].type"}]),
+        ] {
+            let ops = parse_request(&GROUP_RESOURCE, &body(op.clone())).unwrap();
+            assert_eq!(member_changes(&GROUP_RESOURCE, &ops).unwrap(), None, "{op}");
+        }
+        // Users have no members: everything is "rest".
+        let ops = parse_request(
+            &USER_RESOURCE,
+            &body(json!([{"op": "add", "path": "nickName", "value": "x"}])),
+        )
+        .unwrap();
+        assert_eq!(
+            member_changes(&USER_RESOURCE, &ops).unwrap(),
+            Some((vec![], ops.clone()))
+        );
+    }
+
+    fn arb_member_op() -> impl Strategy<Value = Value> {
+        let id = (0u8..6).prop_map(|i| format!("m{i}"));
+        prop_oneof![
+            prop::collection::vec(id.clone(), 1..3).prop_map(|ids| json!({"op": "add", "path": "members", "value": ids.iter().map(|i| json!({"value": i})).collect::<Vec<_>>()})),
+            prop::collection::vec(id.clone(), 1..3).prop_map(|ids| json!({"op": "Remove", "path": "members", "value": ids.iter().map(|i| json!({"value": i})).collect::<Vec<_>>()})),
+            id.clone().prop_map(|i| json!({"op": "remove", "path": format!("members[value eq \"{i}\"]")})),
+            prop::collection::vec(id, 0..3).prop_map(|ids| json!({"op": "replace", "path": "members", "value": ids.iter().map(|i| json!({"value": i})).collect::<Vec<_>>()})),
+            Just(json!({"op": "remove", "path": "members"})),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn member_changes_agree_with_apply(ops in prop::collection::vec(arb_member_op(), 1..8)) {
+            let start = json!({"schemas": [GROUP_SCHEMA], "id": "g", "displayName": "G",
+                               "members": [{"value": "m1"}, {"value": "m2"}]});
+            let parsed = parse_request(&GROUP_RESOURCE, &body(Value::Array(ops))).unwrap();
+            let via_apply = apply(&GROUP_RESOURCE, &start, &parsed).map(|g| member_ids(&g));
+            let (changes, rest) = member_changes(&GROUP_RESOURCE, &parsed).unwrap().unwrap();
+            prop_assert!(rest.is_empty());
+            let via_set = apply_changes(vec!["m1".into(), "m2".into()], &changes);
+            match (via_apply, via_set) {
+                (Ok(a), Ok(b)) => {
+                    let (mut a, mut b) = (a, b);
+                    a.sort();
+                    b.sort();
+                    prop_assert_eq!(a, b);
+                }
+                (Err(e), Err(())) => prop_assert_eq!(e.scim_type, Some(ScimType::NoTarget)),
+                (a, b) => prop_assert!(false, "apply {:?} vs set {:?}", a, b),
+            }
+        }
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let key = prop::sample::select(vec![
+            "userName",
+            "USERNAME",
+            "name",
+            "givenName",
+            "emails",
+            "value",
+            "type",
+            "primary",
+            "active",
+            "members",
+            "display",
+            "op",
+            "path",
+            "schemas",
+            "Operations",
+            "id",
+            "meta",
+            "groups",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+            "manager",
+            "department",
+            "x",
+            "name.givenName",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| json!(i)),
+            prop::sample::select(vec![
+                "add",
+                "Remove",
+                "REPLACE",
+                "True",
+                "false",
+                "x",
+                "",
+                PATCH_OP,
+                USER_SCHEMA,
+                EXT,
+                "members[value eq \"a\"]",
+                "emails[type eq \"work\"].value",
+                "name.givenName",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+                "2011-05-13T04:42:34Z",
+            ])
+            .prop_map(|s| Value::String(s.to_string())),
+        ];
+        leaf.prop_recursive(4, 40, 5, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((key.clone(), inner), 0..5).prop_map(|kv| Value::Object(
+                    kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                )),
+            ]
+        })
+    }
+
+    fn arb_op_json() -> impl Strategy<Value = Value> {
+        let op = prop::sample::select(vec!["add", "Remove", "REPLACE", "move"]);
+        let path = prop::option::of(prop::sample::select(vec![
+            "members",
+            "members[value eq \"a\"]",
+            "members[value eq \"a\"].display",
+            "emails",
+            "emails[type eq \"work\"].value",
+            "emails[primary eq true]",
+            "emails.primary",
+            "name",
+            "name.givenName",
+            "userName",
+            "displayName",
+            "active",
+            "id",
+            "groups",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User.manager.value",
+        ]));
+        prop_oneof![
+            (op, path, prop::option::of(arb_json())).prop_map(|(op, path, value)| {
+                let mut o = Map::new();
+                o.insert("op".into(), op.into());
+                if let Some(p) = path {
+                    o.insert("path".into(), p.into());
+                }
+                if let Some(v) = value {
+                    o.insert("value".into(), v);
+                }
+                Value::Object(o)
+            }),
+            arb_json(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_json_never_panics(resource in arb_json(), ops in prop::collection::vec(arb_op_json(), 1..4)) {
+            for rt in [&USER_RESOURCE, &GROUP_RESOURCE] {
+                let _ = schema::normalize(rt, &resource, Some(&resource));
+                let _ = schema::project(rt, &resource, &["emails.value".into()], &[]);
+                let _ = schema::project(rt, &resource, &[], &["name".into()]);
+                let parsed = parse_request(rt, &body(Value::Array(ops.clone())));
+                if let Ok(parsed) = parsed {
+                    let before = resource.clone();
+                    let _ = apply(rt, &resource, &parsed);
+                    let _ = member_changes(rt, &parsed);
+                    prop_assert_eq!(&resource, &before);
+                    // On a valid resource too.
+                    let _ = apply(rt, &user(), &parsed);
+                    let _ = apply(rt, &group(), &parsed);
+                }
+            }
+        }
+    }
 }

@@ -113,15 +113,16 @@ pub struct Attribute {
 }
 
 impl Attribute {
-    /// The RFC 7643 §2.2 defaults: single-valued, optional, caseExact false,
-    /// readWrite, returned default, uniqueness none.
+    /// The RFC 7643 §2.2 defaults: single-valued, optional, caseExact false
+    /// (true for references), readWrite, returned default, uniqueness none.
     pub const fn new(name: &'static str, ty: AttrType, description: &'static str) -> Self {
         Attribute {
             name,
             ty,
             multi_valued: false,
             required: false,
-            case_exact: false,
+            // §2.3.7 (errata 6001): "A reference is case exact."
+            case_exact: matches!(ty, AttrType::Reference),
             mutability: Mutability::ReadWrite,
             returned: Returned::Default,
             uniqueness: Uniqueness::None,
@@ -372,7 +373,10 @@ const ADDRESS_SUBS: &[Attribute] = &[
     primary_sub(),
 ];
 const GROUPS_SUBS: &[Attribute] = &[
-    value_sub(T::String, "The identifier of the User's group.").mutability(M::ReadOnly),
+    // Resource ids are case-exact (RFC 7643 §3.1, errata 8472).
+    value_sub(T::String, "The identifier of the User's group.")
+        .case_exact()
+        .mutability(M::ReadOnly),
     Attribute::new(
         "$ref",
         T::Reference,
@@ -511,7 +515,8 @@ const MANAGER_SUBS: &[Attribute] = &[
     value_sub(
         T::String,
         "The id of the SCIM resource representing the User's manager.",
-    ),
+    )
+    .case_exact(),
     Attribute::new(
         "$ref",
         T::Reference,
@@ -542,7 +547,10 @@ pub static ENTERPRISE_USER: Schema = Schema {
 // ---- Group (RFC 7643 §4.2, §8.7.1) ----
 
 const MEMBER_SUBS: &[Attribute] = &[
-    value_sub(T::String, "Identifier of the member of this Group.").mutability(M::Immutable),
+    // Resource ids are case-exact (RFC 7643 §3.1, errata 8472).
+    value_sub(T::String, "Identifier of the member of this Group.")
+        .case_exact()
+        .mutability(M::Immutable),
     Attribute::new(
         "$ref",
         T::Reference,
@@ -625,9 +633,8 @@ fn attribute_json(a: &Attribute) -> Value {
     }
     o.insert("mutability".into(), a.mutability.as_str().into());
     o.insert("returned".into(), a.returned.as_str().into());
-    if !a.is_complex() {
-        o.insert("uniqueness".into(), a.uniqueness.as_str().into());
-    }
+    // §8.7.1 lists "uniqueness" for complex attributes too, but not "caseExact".
+    o.insert("uniqueness".into(), a.uniqueness.as_str().into());
     if a.is_complex() {
         o.insert(
             "subAttributes".into(),
@@ -779,6 +786,17 @@ fn type_err(attr: &Attribute, what: &str) -> ScimError {
     ))
 }
 
+/// Parse a dateTime (RFC 7643 §2.3.5, xsd:dateTime): RFC 3339, or without a
+/// zone offset, which is read as UTC.
+pub fn parse_datetime(s: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    let s = s.trim();
+    chrono::DateTime::parse_from_rfc3339(s).ok().or_else(|| {
+        chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()
+            .map(|n| n.and_utc().fixed_offset())
+    })
+}
+
 /// Parse a boolean leniently: JSON bools, and "true"/"false" in any case
 /// (Entra sends "False").
 pub fn lenient_bool(v: &Value) -> Option<bool> {
@@ -823,8 +841,11 @@ fn coerce_simple(attr: &Attribute, v: &Value) -> Result<Value, ScimError> {
             _ => Err(type_err(attr, "not a number")),
         },
         T::DateTime => match v {
-            Value::String(s) if chrono::DateTime::parse_from_rfc3339(s).is_ok() => Ok(v.clone()),
-            _ => Err(type_err(attr, "expected an RFC 3339 date-time")),
+            Value::String(s) if parse_datetime(s).is_some() => Ok(v.clone()),
+            _ => Err(type_err(
+                attr,
+                "expected an xsd:dateTime such as 2011-05-13T04:42:34Z",
+            )),
         },
         T::Complex => Err(type_err(attr, "internal: complex")),
     }
@@ -1206,8 +1227,6 @@ fn project_schema(
                 Some(strip_never(attr, v))
             } else if !subs.is_empty() {
                 keep_subs(attr, v, |name| subs.iter().any(|s| s.name == name))
-            } else if attr.returned == Returned::Request {
-                None
             } else {
                 None
             }
@@ -1318,4 +1337,704 @@ pub fn project(
         }
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scim::error::ScimType;
+    use serde_json::json;
+
+    fn names(s: &Schema) -> Vec<&'static str> {
+        s.attributes.iter().map(|a| a.name).collect()
+    }
+
+    #[test]
+    fn user_schema_has_the_rfc_attribute_set() {
+        // RFC 7643 §4.1
+        assert_eq!(
+            names(&USER),
+            [
+                "userName",
+                "name",
+                "displayName",
+                "nickName",
+                "profileUrl",
+                "title",
+                "userType",
+                "preferredLanguage",
+                "locale",
+                "timezone",
+                "active",
+                "password",
+                "emails",
+                "phoneNumbers",
+                "ims",
+                "photos",
+                "addresses",
+                "groups",
+                "entitlements",
+                "roles",
+                "x509Certificates"
+            ]
+        );
+        let name = USER.attribute("name").unwrap();
+        let subs: Vec<_> = name.sub_attributes.iter().map(|a| a.name).collect();
+        assert_eq!(
+            subs,
+            [
+                "formatted",
+                "familyName",
+                "givenName",
+                "middleName",
+                "honorificPrefix",
+                "honorificSuffix"
+            ]
+        );
+        let user_name = USER.attribute("username").unwrap();
+        assert!(user_name.required && !user_name.case_exact);
+        assert_eq!(user_name.uniqueness, Uniqueness::Server);
+        let pw = USER.attribute("password").unwrap();
+        assert_eq!(
+            (pw.mutability, pw.returned),
+            (Mutability::WriteOnly, Returned::Never)
+        );
+        let groups = USER.attribute("groups").unwrap();
+        assert_eq!(groups.mutability, Mutability::ReadOnly);
+        assert!(groups.multi_valued);
+        assert_eq!(USER.attribute("active").unwrap().ty, AttrType::Boolean);
+        let emails = USER.attribute("emails").unwrap();
+        assert_eq!(
+            emails.sub("TYPE").unwrap().canonical_values,
+            ["work", "home", "other"]
+        );
+        assert_eq!(
+            USER.attribute("x509Certificates")
+                .unwrap()
+                .sub("value")
+                .unwrap()
+                .ty,
+            AttrType::Binary
+        );
+        assert_eq!(
+            USER.attribute("photos").unwrap().sub("value").unwrap().ty,
+            AttrType::Reference
+        );
+    }
+
+    #[test]
+    fn group_and_enterprise_schemas() {
+        // RFC 7643 §4.2, §4.3
+        assert_eq!(names(&GROUP), ["displayName", "members"]);
+        let members = GROUP.attribute("members").unwrap();
+        let subs: Vec<_> = members.sub_attributes.iter().map(|a| a.name).collect();
+        assert_eq!(subs, ["value", "$ref", "type", "display"]);
+        assert_eq!(
+            members.sub("value").unwrap().mutability,
+            Mutability::Immutable
+        );
+        assert!(members.sub("value").unwrap().case_exact);
+        assert_eq!(
+            names(&ENTERPRISE_USER),
+            [
+                "employeeNumber",
+                "costCenter",
+                "organization",
+                "division",
+                "department",
+                "manager"
+            ]
+        );
+        let manager = ENTERPRISE_USER.attribute("manager").unwrap();
+        let subs: Vec<_> = manager.sub_attributes.iter().map(|a| a.name).collect();
+        assert_eq!(subs, ["value", "$ref", "displayName"]);
+        assert_eq!(
+            manager.sub("displayName").unwrap().mutability,
+            Mutability::ReadOnly
+        );
+    }
+
+    #[test]
+    fn datetimes_follow_xsd() {
+        let z = parse_datetime("2011-05-13T04:42:34Z").unwrap();
+        assert_eq!(parse_datetime("2011-05-13T06:42:34+02:00"), Some(z));
+        assert_eq!(parse_datetime("2011-05-13T04:42:34"), Some(z));
+        assert!(parse_datetime("2011-05-13T04:42:34.5").is_some());
+        for bad in ["2011-05-13", "yesterday", "2011-13-13T04:42:34Z", ""] {
+            assert!(parse_datetime(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lookups_are_case_insensitive() {
+        assert!(std::ptr::eq(resource_type("user").unwrap(), &USER_RESOURCE));
+        assert!(std::ptr::eq(
+            resource_type("GROUP").unwrap(),
+            &GROUP_RESOURCE
+        ));
+        assert!(resource_type("Device").is_none());
+        assert!(std::ptr::eq(
+            schema_by_id(&USER_SCHEMA.to_uppercase()).unwrap(),
+            &USER
+        ));
+        assert!(std::ptr::eq(
+            schema_by_id(ENTERPRISE_USER_SCHEMA).unwrap(),
+            &ENTERPRISE_USER
+        ));
+        assert!(std::ptr::eq(schema_by_id(GROUP_SCHEMA).unwrap(), &GROUP));
+        assert!(schema_by_id("urn:nope").is_none());
+    }
+
+    #[test]
+    fn schema_json_follows_rfc_7643_section_7() {
+        let v = schema_json(&USER, "https://example.com/scim/v2/");
+        assert_eq!(v["id"], USER_SCHEMA);
+        assert_eq!(v["schemas"], json!([SCHEMA_SCHEMA]));
+        assert_eq!(v["meta"]["resourceType"], "Schema");
+        assert_eq!(
+            v["meta"]["location"],
+            format!("https://example.com/scim/v2/Schemas/{USER_SCHEMA}")
+        );
+        let attrs = v["attributes"].as_array().unwrap();
+        assert_eq!(attrs.len(), USER.attributes.len());
+        let user_name = &attrs[0];
+        assert_eq!(
+            *user_name,
+            json!({
+                "name": "userName", "type": "string", "multiValued": false,
+                "description": USER.attributes[0].description,
+                "required": true, "caseExact": false, "mutability": "readWrite",
+                "returned": "default", "uniqueness": "server"
+            })
+        );
+        let emails = attrs.iter().find(|a| a["name"] == "emails").unwrap();
+        assert_eq!(emails["type"], "complex");
+        assert_eq!(emails["multiValued"], true);
+        assert!(emails.get("caseExact").is_none());
+        assert_eq!(emails["uniqueness"], "none");
+        let sub_type = emails["subAttributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "type")
+            .unwrap();
+        assert_eq!(
+            sub_type["canonicalValues"],
+            json!(["work", "home", "other"])
+        );
+        let password = attrs.iter().find(|a| a["name"] == "password").unwrap();
+        assert_eq!(password["mutability"], "writeOnly");
+        assert_eq!(password["returned"], "never");
+        let profile = attrs.iter().find(|a| a["name"] == "profileUrl").unwrap();
+        assert_eq!(profile["referenceTypes"], json!(["external"]));
+        assert_eq!(profile["caseExact"], true);
+        // Common attributes are not part of schemas.
+        assert!(
+            attrs
+                .iter()
+                .all(|a| a["name"] != "id" && a["name"] != "meta")
+        );
+    }
+
+    #[test]
+    fn resource_type_json_follows_rfc_7643_section_6() {
+        let v = resource_type_json(&USER_RESOURCE, "https://example.com/scim/v2");
+        assert_eq!(
+            v,
+            json!({
+                "schemas": [RESOURCE_TYPE_SCHEMA],
+                "id": "User",
+                "name": "User",
+                "endpoint": "/Users",
+                "description": "User Account",
+                "schema": USER_SCHEMA,
+                "schemaExtensions": [{"schema": ENTERPRISE_USER_SCHEMA, "required": false}],
+                "meta": {"resourceType": "ResourceType", "location": "https://example.com/scim/v2/ResourceTypes/User"}
+            })
+        );
+        let g = resource_type_json(&GROUP_RESOURCE, "https://example.com/scim/v2");
+        assert_eq!(g["endpoint"], "/Groups");
+        assert!(g.get("schemaExtensions").is_none());
+    }
+
+    fn ap(s: &str) -> AttrPath {
+        crate::scim::filter::parse_attr_path(s).unwrap()
+    }
+
+    #[test]
+    fn resolve_paths() {
+        let r = resolve(&USER_RESOURCE, &ap("NAME.givenname")).unwrap();
+        assert_eq!(
+            (r.attr.name, r.sub.map(|s| s.name)),
+            ("name", Some("givenName"))
+        );
+        assert_eq!(
+            r.canonical_path(&USER_RESOURCE),
+            AttrPath::sub("name", "givenName")
+        );
+        let r = resolve(
+            &USER_RESOURCE,
+            &ap("urn:ietf:params:scim:schemas:core:2.0:User:userName"),
+        )
+        .unwrap();
+        assert_eq!(r.canonical_path(&USER_RESOURCE), AttrPath::new("userName"));
+        let r = resolve(
+            &USER_RESOURCE,
+            &ap("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value"),
+        )
+        .unwrap();
+        assert!(r.is_extension(&USER_RESOURCE));
+        assert_eq!(
+            r.canonical_path(&USER_RESOURCE),
+            AttrPath::sub("manager", "value").with_urn(ENTERPRISE_USER_SCHEMA)
+        );
+        // Entra's "…:2.0:User.manager".
+        let r = resolve(
+            &USER_RESOURCE,
+            &ap("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User.manager"),
+        )
+        .unwrap();
+        assert_eq!(
+            r.canonical_path(&USER_RESOURCE),
+            AttrPath::new("manager").with_urn(ENTERPRISE_USER_SCHEMA)
+        );
+        // Common attributes.
+        for (p, want) in [
+            ("ID", "id"),
+            ("externalid", "externalId"),
+            ("meta.version", "meta"),
+            ("schemas", "schemas"),
+        ] {
+            assert_eq!(resolve(&USER_RESOURCE, &ap(p)).unwrap().attr.name, want);
+            assert_eq!(resolve(&GROUP_RESOURCE, &ap(p)).unwrap().attr.name, want);
+        }
+        let r = resolve(&GROUP_RESOURCE, &ap("meta.lastmodified")).unwrap();
+        assert_eq!(r.target().name, "lastModified");
+        assert_eq!(r.target().ty, AttrType::DateTime);
+        // Unknown → invalidPath.
+        for p in [
+            "nosuch",
+            "name.nosuch",
+            "urn:example:foo:userName",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:userName",
+            "userName.sub",
+        ] {
+            let e = resolve(&USER_RESOURCE, &ap(p)).unwrap_err();
+            assert_eq!(e.scim_type, Some(ScimType::InvalidPath), "{p}");
+        }
+        assert!(resolve(&GROUP_RESOURCE, &ap("userName")).is_err());
+        assert!(
+            resolve(
+                &GROUP_RESOURCE,
+                &ap("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department")
+            )
+            .is_err()
+        );
+    }
+
+    fn norm(body: Value) -> Result<Value, ScimError> {
+        normalize(&USER_RESOURCE, &body, None)
+    }
+
+    fn norm_err(body: Value) -> ScimError {
+        norm(body).expect_err("should fail")
+    }
+
+    #[test]
+    fn normalize_restores_case_drops_read_only_and_unknown() {
+        let v = norm(json!({
+            "SCHEMAS": [USER_SCHEMA],
+            "USERNAME": "bjensen",
+            "id": "client-chosen",
+            "meta": {"created": "2011-05-13T04:42:34Z"},
+            "groups": [{"value": "g1"}],
+            "nosuch": 1,
+            "Name": {"GivenName": "Barbara", "nosuch": "x", "familyName": null},
+            "Emails": [{"Value": "b@example.com", "Primary": "True", "TYPE": "work", "display": "B"}],
+            "externalID": "ext-1",
+            "password": "t1meMachine"
+        }))
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "schemas": [USER_SCHEMA],
+                "userName": "bjensen",
+                "name": {"givenName": "Barbara"},
+                "emails": [{"value": "b@example.com", "primary": true, "type": "work", "display": "B"}],
+                "externalId": "ext-1",
+                "password": "t1meMachine"
+            })
+        );
+    }
+
+    #[test]
+    fn normalize_lenient_coercions() {
+        let v = norm(json!({
+            "userName": "u",
+            "active": "False",
+            "emails": {"value": "single@example.com"},
+            USER_SCHEMA: {"displayName": "Nested Core"},
+            ENTERPRISE_USER_SCHEMA: {"employeeNumber": 701984, "Manager": "26118915"},
+            "phoneNumbers": [],
+            "nickName": null
+        }))
+        .unwrap();
+        assert_eq!(v["active"], false);
+        assert_eq!(v["emails"], json!([{"value": "single@example.com"}]));
+        assert_eq!(v["displayName"], "Nested Core");
+        assert_eq!(v[ENTERPRISE_USER_SCHEMA]["employeeNumber"], "701984");
+        assert_eq!(
+            v[ENTERPRISE_USER_SCHEMA]["manager"],
+            json!({"value": "26118915"})
+        );
+        assert!(v.get("phoneNumbers").is_none() && v.get("nickName").is_none());
+        // The extension used is added to schemas even when undeclared.
+        assert_eq!(v["schemas"], json!([USER_SCHEMA, ENTERPRISE_USER_SCHEMA]));
+        assert!(norm(json!({"userName": "u", "active": "TRUE"})).unwrap()["active"] == true);
+    }
+
+    #[test]
+    fn normalize_rejects_bad_input() {
+        let cases = [
+            (json!("not an object"), ScimType::InvalidSyntax),
+            (
+                json!({"schemas": USER_SCHEMA, "userName": "u"}),
+                ScimType::InvalidSyntax,
+            ),
+            (
+                json!({"schemas": ["urn:example:other"], "userName": "u"}),
+                ScimType::InvalidSyntax,
+            ),
+            (
+                json!({"schemas": [GROUP_SCHEMA], "userName": "u"}),
+                ScimType::InvalidSyntax,
+            ),
+            (
+                json!({"userName": "u", "urn:example:custom:2.0:User": {"x": 1}}),
+                ScimType::InvalidSyntax,
+            ),
+            (
+                json!({"userName": "u", ENTERPRISE_USER_SCHEMA: "x"}),
+                ScimType::InvalidSyntax,
+            ),
+            (
+                json!({"displayName": "no userName"}),
+                ScimType::InvalidValue,
+            ),
+            (json!({"userName": null}), ScimType::InvalidValue),
+            (json!({"userName": ["a"]}), ScimType::InvalidValue),
+            (json!({"userName": true}), ScimType::InvalidValue),
+            (
+                json!({"userName": "u", "active": "yes"}),
+                ScimType::InvalidValue,
+            ),
+            (
+                json!({"userName": "u", "active": 1}),
+                ScimType::InvalidValue,
+            ),
+            (
+                json!({"userName": "u", "name": "Barbara"}),
+                ScimType::InvalidValue,
+            ),
+            (
+                json!({"userName": "u", "emails": [[{"value": "x"}]]}),
+                ScimType::InvalidValue,
+            ),
+            (
+                json!({"userName": "u", "profileUrl": 5}),
+                ScimType::InvalidValue,
+            ),
+            (
+                json!({"userName": "u", "emails": [
+                    {"value": "a@x", "primary": true}, {"value": "b@x", "primary": "true"}
+                ]}),
+                ScimType::InvalidValue,
+            ),
+        ];
+        for (body, t) in cases {
+            let e = norm_err(body.clone());
+            assert_eq!((e.status, e.scim_type), (400, Some(t)), "{body}: {e}");
+        }
+        let e = normalize(&GROUP_RESOURCE, &json!({"schemas": [GROUP_SCHEMA]}), None).unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+        assert!(e.detail.contains("displayName"));
+    }
+
+    #[test]
+    fn normalize_entra_postman_bodies() {
+        // ../shared/corpora/entra-scim-postman/PostmanCollection.json
+        // "User tests with garbage/Post user \"OMalley\"" (expects 201).
+        let body = json!({
+            "userName": "OMalley",
+            "active": true,
+            "addresses": [
+                {"country": "Bermuda", "formatted": "9132 Jennifer Way Suite 040\nSouth Nancy, MI 55645",
+                 "locality": "West Mercedes", "postalCode": "99265", "region": "Montana",
+                 "streetAddress": "4939 Hess Fork", "type": "work", "primary": false},
+                {"country": null, "formatted": "18522 Lisa Unions\nEast Gregory, CT 52311", "locality": null,
+                 "postalCode": null, "region": null, "streetAddress": null, "type": "other", "primary": false}
+            ],
+            "displayName": "Kimberly Baker",
+            "emails": [
+                {"type": "work", "primary": true, "value": "anna33@example.com"},
+                {"type": "other", "primary": false, "value": "anna33@gmail.com"}
+            ],
+            "meta": {"created": "2019-09-18T18:15:26.5788954+00:00",
+                     "lastModified": "2019-09-18T18:15:26.5788976+00:00", "resourceType": "User"},
+            "name": {"formatted": "Daniel Mcgee", "familyName": "OMalley", "givenName": "Darl",
+                     "honorificPrefix": null, "honorificSuffix": null},
+            "phoneNumbers": [
+                {"type": "fax", "primary": false, "value": "312-320-0500"},
+                {"type": "mobile", "primary": false, "value": "312-320-1707"},
+                {"type": "work", "primary": true, "value": "312-320-0932"}
+            ],
+            "preferredLanguage": "xh",
+            "roles": [],
+            "title": "Site engineer",
+            "externalId": "22fbc523-6032-4c5f-939d-5d4850cf3e52",
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"]
+        });
+        let v = norm(body).unwrap();
+        assert_eq!(v["userName"], "OMalley");
+        assert_eq!(v["active"], true);
+        assert_eq!(
+            v["addresses"][1],
+            json!({"formatted": "18522 Lisa Unions\nEast Gregory, CT 52311", "type": "other", "primary": false})
+        );
+        assert_eq!(
+            v["name"],
+            json!({"formatted": "Daniel Mcgee", "familyName": "OMalley", "givenName": "Darl"})
+        );
+        assert!(v.get("meta").is_none() && v.get("roles").is_none());
+        // "Post EnterpriseUser": capitalised keys inside the extension.
+        let v = norm(json!({
+            "userName": "UserName222",
+            "schemas": [ENTERPRISE_USER_SCHEMA, USER_SCHEMA],
+            "emails": [{"Primary": true, "type": "work", "value": "testing@bob2.com"},
+                       {"Primary": false, "type": "home", "value": "testinghome@bob3.com"}],
+            ENTERPRISE_USER_SCHEMA: {"Department": "bob", "Manager": {"Value": "SuzzyQ"}}
+        }))
+        .unwrap();
+        assert_eq!(
+            v[ENTERPRISE_USER_SCHEMA],
+            json!({"department": "bob", "manager": {"value": "SuzzyQ"}})
+        );
+        assert_eq!(v["emails"][0]["primary"], true);
+        assert_eq!(v["schemas"], json!([USER_SCHEMA, ENTERPRISE_USER_SCHEMA]));
+        // "Post emp1 with string \"True\"".
+        assert_eq!(
+            norm(json!({"userName": "emp1", "active": "True"})).unwrap()["active"],
+            true
+        );
+        // "Post no username" → 400.
+        assert_eq!(
+            norm_err(json!({"active": true, "displayName": "Kimberly Baker"})).status,
+            400
+        );
+        // Groups: "Create filled group 2" — member display is readOnly and dropped.
+        let g = normalize(
+            &GROUP_RESOURCE,
+            &json!({"schemas": [GROUP_SCHEMA], "externalId": "e", "displayName": "G2",
+                    "members": [{"value": "u3", "display": "VP"}]}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            g,
+            json!({"schemas": [GROUP_SCHEMA], "externalId": "e", "displayName": "G2", "members": [{"value": "u3"}]})
+        );
+    }
+
+    static IMMUTABLE_TEST: Schema = Schema {
+        id: "urn:example:test:2.0:Thing",
+        name: "Thing",
+        description: "test",
+        attributes: &[
+            Attribute::string("name", "n").required(),
+            Attribute::string("serial", "s").mutability(Mutability::Immutable),
+            Attribute::new("badge", AttrType::Complex, "b").subs(&[
+                Attribute::string("number", "n").mutability(Mutability::Immutable),
+                Attribute::string("label", "l"),
+            ]),
+            Attribute::new("count", AttrType::Integer, "c"),
+            Attribute::new("ratio", AttrType::Decimal, "r"),
+            Attribute::new("since", AttrType::DateTime, "d"),
+        ],
+    };
+    static THING: ResourceType = ResourceType {
+        id: "Thing",
+        endpoint: "/Things",
+        schema: &IMMUTABLE_TEST,
+        extensions: &[],
+    };
+
+    #[test]
+    fn normalize_immutable_and_numeric_types() {
+        let old = json!({"name": "a", "serial": "S1", "badge": {"number": "7", "label": "x"}});
+        assert!(
+            normalize(
+                &THING,
+                &json!({"name": "b", "serial": "S1", "badge": {"number": "7"}}),
+                Some(&old)
+            )
+            .is_ok()
+        );
+        // Set once when unassigned.
+        assert!(
+            normalize(
+                &THING,
+                &json!({"name": "b", "serial": "S1"}),
+                Some(&json!({"name": "a"}))
+            )
+            .is_ok()
+        );
+        for body in [
+            json!({"name": "b", "serial": "S2"}),
+            json!({"name": "b"}),
+            json!({"name": "b", "serial": "S1", "badge": {"number": "8"}}),
+        ] {
+            let e = normalize(&THING, &body, Some(&old)).unwrap_err();
+            assert_eq!(e.scim_type, Some(ScimType::Mutability), "{body}");
+        }
+        let v = normalize(
+            &THING,
+            &json!({"name": "a", "count": "42", "ratio": "1.5", "since": "2020-01-01T00:00:00Z"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (v["count"].clone(), v["ratio"].clone()),
+            (json!(42), json!(1.5))
+        );
+        for body in [
+            json!({"name": "a", "count": 1.5}),
+            json!({"name": "a", "count": "x"}),
+            json!({"name": "a", "ratio": "x"}),
+            json!({"name": "a", "since": "yesterday"}),
+            json!({"name": "a", "since": 5}),
+        ] {
+            let e = normalize(&THING, &body, None).unwrap_err();
+            assert_eq!(e.scim_type, Some(ScimType::InvalidValue), "{body}");
+        }
+    }
+
+    fn full_user() -> Value {
+        json!({
+            "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA],
+            "id": "2819c223",
+            "externalId": "bjensen",
+            "userName": "bjensen",
+            "password": "secret",
+            "name": {"givenName": "Barbara", "familyName": "Jensen"},
+            "displayName": "Babs",
+            "emails": [{"value": "b@example.com", "type": "work", "primary": true}],
+            "meta": {"resourceType": "User", "version": "W/\"1\""},
+            ENTERPRISE_USER_SCHEMA: {"department": "Tours", "manager": {"value": "m1", "displayName": "Boss"}}
+        })
+    }
+
+    fn proj(attrs: &[&str], excl: &[&str]) -> Value {
+        let a: Vec<String> = attrs.iter().map(|s| s.to_string()).collect();
+        let e: Vec<String> = excl.iter().map(|s| s.to_string()).collect();
+        project(&USER_RESOURCE, &full_user(), &a, &e)
+    }
+
+    #[test]
+    fn project_default_drops_never_returned() {
+        let mut want = full_user();
+        want.as_object_mut().unwrap().remove("password");
+        assert_eq!(proj(&[], &[]), want);
+    }
+
+    #[test]
+    fn project_attributes() {
+        // RFC 7644 §3.9 example: attributes=userName → schemas, id, userName.
+        assert_eq!(
+            proj(&["userName"], &[]),
+            json!({"schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA], "id": "2819c223", "userName": "bjensen"})
+        );
+        assert_eq!(
+            proj(&["NAME.GIVENNAME", "emails.value", "password"], &[]),
+            json!({"schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA], "id": "2819c223",
+                   "name": {"givenName": "Barbara"}, "emails": [{"value": "b@example.com"}]})
+        );
+        assert_eq!(
+            proj(
+                &[
+                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
+                    "meta.version"
+                ],
+                &[]
+            ),
+            json!({"schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA], "id": "2819c223",
+                   "meta": {"version": "W/\"1\""},
+                   ENTERPRISE_USER_SCHEMA: {"manager": {"value": "m1"}}})
+        );
+        assert_eq!(
+            proj(
+                &[
+                    ENTERPRISE_USER_SCHEMA,
+                    "urn:ietf:params:scim:schemas:core:2.0:User:displayName"
+                ],
+                &[]
+            ),
+            json!({"schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA], "id": "2819c223", "displayName": "Babs",
+                   ENTERPRISE_USER_SCHEMA: {"department": "Tours", "manager": {"value": "m1", "displayName": "Boss"}}})
+        );
+        // Unknown names select nothing.
+        assert_eq!(
+            proj(&["nosuch", "name..x"], &[]),
+            json!({"schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA], "id": "2819c223"})
+        );
+        // excludedAttributes is ignored when attributes is given (§3.4.2.5 "one or the other").
+        assert_eq!(proj(&["userName"], &["userName"])["userName"], "bjensen");
+    }
+
+    #[test]
+    fn project_excluded_attributes() {
+        let v = proj(
+            &[],
+            &[
+                "emails",
+                "name.familyName",
+                "id",
+                "schemas",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+            ],
+        );
+        assert!(v.get("emails").is_none());
+        assert_eq!(v["name"], json!({"givenName": "Barbara"}));
+        // returned: always cannot be excluded.
+        assert_eq!(v["id"], "2819c223");
+        assert!(v.get("schemas").is_some());
+        assert_eq!(
+            v[ENTERPRISE_USER_SCHEMA],
+            json!({"manager": {"value": "m1", "displayName": "Boss"}})
+        );
+        let v = proj(&[], &[ENTERPRISE_USER_SCHEMA, "META"]);
+        assert!(v.get(ENTERPRISE_USER_SCHEMA).is_none() && v.get("meta").is_none());
+        assert_eq!(v["userName"], "bjensen");
+        // Excluding every sub-attribute leaves nothing.
+        let v = proj(&[], &["name.givenName", "name.familyName"]);
+        assert!(v.get("name").is_none());
+    }
+
+    #[test]
+    fn project_group() {
+        let g = json!({"schemas": [GROUP_SCHEMA], "id": "g1", "displayName": "Admins",
+                       "members": [{"value": "u1", "display": "A"}], "meta": {"resourceType": "Group"}});
+        assert_eq!(
+            project(&GROUP_RESOURCE, &g, &["displayName".into()], &[]),
+            json!({"schemas": [GROUP_SCHEMA], "id": "g1", "displayName": "Admins"})
+        );
+        assert_eq!(
+            project(&GROUP_RESOURCE, &g, &[], &["members".into()]),
+            json!({"schemas": [GROUP_SCHEMA], "id": "g1", "displayName": "Admins", "meta": {"resourceType": "Group"}})
+        );
+        assert_eq!(
+            project(&GROUP_RESOURCE, &g, &["members.value".into()], &[]),
+            json!({"schemas": [GROUP_SCHEMA], "id": "g1", "members": [{"value": "u1"}]})
+        );
+    }
 }
