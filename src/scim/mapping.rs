@@ -482,19 +482,17 @@ mod tests {
     }
 
     #[test]
-    fn overlay_adds_a_primary_email_when_none_was_sent() {
+    fn overlay_never_adds_what_the_idp_did_not_send() {
         let mut doc = json!({ "userName": "x" });
         overlay(
             &defaults("email"),
             &mut doc,
             &LocalRow {
                 email: Some("x@example.com"),
+                first_name: Some("X"),
                 ..LocalRow::default()
             },
         );
-        assert_eq!(
-            doc["emails"],
-            json!([{ "value": "x@example.com", "primary": true }])
-        );
+        assert_eq!(doc, json!({ "userName": "x" }));
     }
 }

@@ -48,9 +48,7 @@ fn contains(actual: &Value, expected: &Value, at: &str) -> Result<(), String> {
     match (actual, expected) {
         (Value::Object(a), Value::Object(e)) => {
             for (k, ev) in e {
-                let av = a
-                    .get(k)
-                    .ok_or_else(|| format!("{at}/{k}: missing"))?;
+                let av = a.get(k).ok_or_else(|| format!("{at}/{k}: missing"))?;
                 contains(av, ev, &format!("{at}/{k}"))?;
             }
             Ok(())
@@ -76,8 +74,12 @@ async fn replay(app: &TestApp, name: &str) {
     );
     let script: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let id = &app.state.identity;
-    let org = orgs::create(id, &format!("{name} replay"), None).await.unwrap();
-    let (_, _, token) = clients::create(id, org.org_id, Some(name.into())).await.unwrap();
+    let org = orgs::create(id, &format!("{name} replay"), None)
+        .await
+        .unwrap();
+    let (_, _, token) = clients::create(id, org.org_id, Some(name.into()))
+        .await
+        .unwrap();
     let token = token.expose().clone();
     let mut vars: HashMap<String, String> = HashMap::new();
     vars.insert("base".into(), lintel::scim::base_url(&app.state.config));
@@ -86,7 +88,10 @@ async fn replay(app: &TestApp, name: &str) {
     for step in steps {
         let title = step["name"].as_str().unwrap();
         let method: reqwest::Method = step["method"].as_str().unwrap().parse().unwrap();
-        let url = app.url(&format!("/scim/v2{}", substitute(step["path"].as_str().unwrap(), &vars)));
+        let url = app.url(&format!(
+            "/scim/v2{}",
+            substitute(step["path"].as_str().unwrap(), &vars)
+        ));
         let mut req = app.client.request(method, url).bearer_auth(&token);
         if let Some(body) = step.get("body") {
             req = req
@@ -100,7 +105,8 @@ async fn replay(app: &TestApp, name: &str) {
         let body: Value = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} / {title}: not JSON ({e}): {text}"))
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{name} / {title}: not JSON ({e}): {text}"))
         };
         let expect = &step["expect"];
         assert_eq!(
@@ -110,7 +116,10 @@ async fn replay(app: &TestApp, name: &str) {
         );
         if status != 204 {
             assert!(
-                headers["content-type"].to_str().unwrap().starts_with("application/scim+json"),
+                headers["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("application/scim+json"),
                 "{name} / {title}"
             );
         }
@@ -137,12 +146,19 @@ async fn replay(app: &TestApp, name: &str) {
             .flatten()
         {
             let p = absent.as_str().unwrap();
-            assert!(body.pointer(p).is_none(), "{name} / {title}: {p} must be absent: {body}");
+            assert!(
+                body.pointer(p).is_none(),
+                "{name} / {title}: {p} must be absent: {body}"
+            );
         }
         if let Some(h) = expect.get("headers").and_then(Value::as_object) {
             for (k, v) in h {
                 let want = substitute(v.as_str().unwrap(), &vars);
-                assert_eq!(headers[k.as_str()].to_str().unwrap(), want, "{name} / {title}: header {k}");
+                assert_eq!(
+                    headers[k.as_str()].to_str().unwrap(),
+                    want,
+                    "{name} / {title}: header {k}"
+                );
             }
         }
     }
