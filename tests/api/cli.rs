@@ -40,17 +40,7 @@ async fn migrate_twice_and_admin_commands_print_json(db: TestDb) {
         assert_eq!(code, 0, "{err}");
         let v = json_line(&out);
         assert_eq!(v["database"], backend);
-        // Every migration in the folder, in order.
-        let mut expected: Vec<i64> =
-            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
-                .unwrap()
-                .map(|e| {
-                    e.unwrap().file_name().to_string_lossy()[..4]
-                        .parse()
-                        .unwrap()
-                })
-                .collect();
-        expected.sort();
+        let expected = crate::helpers::all_migrations();
         assert_eq!(v["migrations"], serde_json::json!(expected));
     }
 

@@ -305,3 +305,18 @@ pub async fn identity_with_config(
     let store = lintel::app::open_store(&config).await.expect("store opens");
     lintel::app::identity(&config, store, std::sync::Arc::new(clock)).expect("identity")
 }
+
+/// Every migration version in `migrations/sqlite`, in order (both folders hold the same).
+pub fn all_migrations() -> Vec<i64> {
+    let mut v: Vec<i64> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+            .expect("migrations folder")
+            .map(|e| {
+                e.expect("entry").file_name().to_string_lossy()[..4]
+                    .parse()
+                    .expect("NNNN_name.sql")
+            })
+            .collect();
+    v.sort();
+    v
+}
