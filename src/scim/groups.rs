@@ -141,15 +141,20 @@ pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
         after: params.cursor_after()?,
     };
     let mut c = ctx.id.db.conn().await?;
-    let total = match &cond {
-        None => res::total(&mut c, ctx.org_id(), RESOURCE).await?,
-        Some(cond) => res::count_groups(&mut c, ctx.client_id(), ctx.org_id(), cond).await?,
-    };
+    let filtered = cond.is_some();
     let cond = cond.unwrap_or(Cond::Const(true));
     let rows = if limit == 0 {
         Vec::new()
     } else {
         res::search_groups(&mut c, ctx.client_id(), ctx.org_id(), &cond, &page).await?
+    };
+    // A first page that is not full holds every match: no count needed.
+    let total = if !filtered {
+        res::total(&mut c, ctx.org_id(), RESOURCE).await?
+    } else if !cursor && offset == 0 && limit > 0 && rows.len() < limit as usize {
+        rows.len() as i64
+    } else {
+        res::count_groups(&mut c, ctx.client_id(), ctx.org_id(), &cond).await?
     };
     let next = (cursor && rows.len() == limit as usize && limit > 0)
         .then(|| rows.last().map(|r| r.group_id.to_string()))

@@ -163,24 +163,39 @@ pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
         after: params.cursor_after()?,
     };
     let mut c = ctx.id.db.conn().await?;
-    let all = Cond::Const(true);
-    let total = match &cond {
-        None => res::total(&mut c, ctx.org_id(), RESOURCE).await?,
-        Some(cond) => res::count_users(&mut c, ctx.client_id(), ctx.org_id(), cond).await?,
-    };
-    let cond = cond.unwrap_or(all);
+    let filtered = cond.is_some();
+    let cond_or_all = cond.unwrap_or(Cond::Const(true));
     let rows = if limit == 0 {
         Vec::new()
     } else {
-        res::search_users(&mut c, ctx.client_id(), ctx.org_id(), &cond, &page).await?
+        res::search_users(&mut c, ctx.client_id(), ctx.org_id(), &cond_or_all, &page).await?
+    };
+    // A first page that is not full holds every match: no count needed.
+    let total = if !filtered {
+        res::total(&mut c, ctx.org_id(), RESOURCE).await?
+    } else if !cursor && offset == 0 && limit > 0 && rows.len() < limit as usize {
+        rows.len() as i64
+    } else {
+        res::count_users(&mut c, ctx.client_id(), ctx.org_id(), &cond_or_all).await?
     };
     let next = (cursor && rows.len() == limit as usize && limit > 0)
         .then(|| rows.last().map(|r| r.user_id.to_string()))
         .flatten();
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.user_id).collect();
+    let mut groups: std::collections::HashMap<Uuid, Vec<(Uuid, String)>> =
+        std::collections::HashMap::new();
+    if !ids.is_empty() {
+        for (user, group, name) in res::groups_of_users(&mut c, ctx.org_id(), &ids).await? {
+            groups.entry(user).or_default().push((group, name));
+        }
+    }
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
-        let groups = res::groups_of_user(&mut c, ctx.org_id(), row.user_id).await?;
-        let doc = render(ctx, row, &groups);
+        let doc = render(
+            ctx,
+            row,
+            groups.get(&row.user_id).map(Vec::as_slice).unwrap_or(&[]),
+        );
         items.push(schema::project(
             &USER_RESOURCE,
             &doc,

@@ -156,6 +156,16 @@ pub struct Sql {
     resource: Resource,
     /// The document of the enclosing [`Cond::AnyElem`].
     elem_doc: Option<Doc>,
+    /// Which joined tables the rendered text refers to (`users u`, metadata `m`,
+    /// externalIds `x`), so a query can leave out joins it does not need.
+    pub uses: Uses,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uses {
+    pub users: bool,
+    pub meta: bool,
+    pub external_ids: bool,
 }
 
 impl Sql {
@@ -167,6 +177,7 @@ impl Sql {
             dialect,
             resource,
             elem_doc: None,
+            uses: Uses::default(),
         }
     }
 
@@ -252,6 +263,19 @@ impl Sql {
     }
 
     fn column(&mut self, col: &Col) -> (String, ColKind) {
+        match col {
+            Col::User(_)
+            | Col::Json {
+                doc: Doc::Properties,
+                ..
+            } => self.uses.users = true,
+            Col::Elem(_) if self.elem_doc == Some(Doc::Properties) => self.uses.users = true,
+            Col::Created | Col::LastModified if self.resource == Resource::User => {
+                self.uses.meta = true
+            }
+            Col::ExternalId => self.uses.external_ids = true,
+            _ => {}
+        }
         let (id, name, created, modified) = match self.resource {
             Resource::User => (
                 "su.user_id",
@@ -344,6 +368,9 @@ impl Sql {
                 fold,
             } => self.compare(col, *op, value, *fold),
             Cond::AnyElem { doc, path, elem } => {
+                if *doc == Doc::Properties {
+                    self.uses.users = true;
+                }
                 let p = self.json_path(path);
                 let source = match self.dialect {
                     Dialect::Sqlite => format!("json_each({}, {p})", doc.sql()),

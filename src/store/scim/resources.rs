@@ -1,6 +1,6 @@
 //! SCIM Users (a `scim_users` row joined to its `users` row) and Groups with members,
 //! resource metadata (version, timestamps) and per-client externalIds.
-use super::query::{Bound, Col, Cond, Dialect, Resource, Sql, order_by};
+use super::query::{Bound, Col, Cond, Dialect, Resource, Sql, Uses, order_by};
 use crate::store::{Access, Exec, Json, StoreError, TextList, with_conn};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -122,6 +122,27 @@ pub async fn lock_user(
     Ok(row.is_some())
 }
 
+/// The joins of [`USER_FROM`] a condition needs (the rest are left out of the inner query
+/// that picks the page, so skipping `startIndex` rows costs one index walk).
+fn user_joins(uses: Uses) -> String {
+    let mut j = String::new();
+    if uses.users {
+        j.push_str(" JOIN users u ON u.user_id = su.user_id");
+    }
+    if uses.meta {
+        j.push_str(
+            " JOIN scim_resource_meta m ON m.resource_type = 'User' AND m.resource_id = su.user_id",
+        );
+    }
+    if uses.external_ids {
+        j.push_str(
+            " LEFT JOIN scim_external_ids x \
+             ON x.client_id = $1 AND x.resource_type = 'User' AND x.resource_id = su.user_id",
+        );
+    }
+    j
+}
+
 pub async fn search_users(
     a: &mut impl Access,
     client_id: Uuid,
@@ -136,27 +157,44 @@ pub async fn search_users(
         q.text.push_str(&format!(" AND su.user_id > {p}"));
     }
     let where_ = std::mem::take(&mut q.text);
-    let order = order_by(
+    let sort = page.sort.as_ref();
+    let inner_order = order_by(
         &mut q,
-        page.sort.as_ref().map(|s| &s.0),
+        sort.map(|s| &s.0),
         page.descending,
-        page.sort.as_ref().is_some_and(|s| s.1),
+        sort.is_some_and(|s| s.1),
     );
+    let joins = user_joins(q.uses);
     let n = q.binds.len();
     let (limit, offset) = (format!("${}", n + 3), format!("${}", n + 4));
+    // The outer query repeats the order with its own placeholders.
+    let mut outer = Sql::new(dialect(a), Resource::User, n + 5);
+    let outer_order = order_by(
+        &mut outer,
+        sort.map(|s| &s.0),
+        page.descending,
+        sort.is_some_and(|s| s.1),
+    );
     let binds = q.binds;
+    let outer_binds = outer.binds;
     let sql = format!(
-        "SELECT {USER_COLUMNS} {USER_FROM} AND {where_} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+        "SELECT {USER_COLUMNS} {USER_FROM} AND su.user_id IN (
+           SELECT su.user_id FROM scim_users su{joins}
+           WHERE su.org_id = $2 AND {where_} ORDER BY {inner_order} LIMIT {limit} OFFSET {offset})
+         ORDER BY {outer_order}"
     );
     let (lim, off) = (i64::from(page.limit), page.offset as i64);
     Ok(with_conn!(a, |c| bind_all!(
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(client_id)
-            .bind(org_id),
-        binds.clone()
+        bind_all!(
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(client_id)
+                .bind(org_id),
+            binds.clone()
+        )
+        .bind(lim)
+        .bind(off),
+        outer_binds.clone()
     )
-    .bind(lim)
-    .bind(off)
     .fetch_all(&mut *c)
     .await?))
 }
@@ -169,7 +207,12 @@ pub async fn count_users(
 ) -> Result<i64, StoreError> {
     let mut q = Sql::new(dialect(a), Resource::User, 3);
     q.cond(cond);
-    let sql = format!("SELECT COUNT(*) {USER_FROM} AND {}", q.text);
+    let joins = user_joins(q.uses);
+    // `$1` (the client) may go unused here: both drivers send typed parameters.
+    let sql = format!(
+        "SELECT COUNT(*) FROM scim_users su{joins} WHERE su.org_id = $2 AND {}",
+        q.text
+    );
     let binds = q.binds;
     let (n,): (i64,) = with_conn!(a, |c| bind_all!(
         sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -693,4 +736,31 @@ pub async fn delete_external_ids(
     .execute(&mut *c)
     .await?
     .rows_affected()))
+}
+
+/// Groups of the org for several users at once: (user_id, group_id, displayName).
+pub async fn groups_of_users(
+    a: &mut impl Access,
+    org_id: Uuid,
+    user_ids: &[Uuid],
+) -> Result<Vec<(Uuid, Uuid, String)>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in user_ids.chunks(200) {
+        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT gm.user_id, g.group_id, g.display_name FROM scim_group_members gm
+             JOIN scim_groups g ON g.group_id = gm.group_id
+             WHERE g.org_id = $1 AND gm.user_id IN ({}) ORDER BY gm.user_id, g.group_id",
+            placeholders.join(", ")
+        );
+        let rows: Vec<(Uuid, Uuid, String)> = with_conn!(a, |c| {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(org_id);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.fetch_all(&mut *c).await?
+        });
+        out.extend(rows);
+    }
+    Ok(out)
 }
