@@ -75,6 +75,11 @@ DOOMED_PERMISSION_ID=$(run role grant --org "$ORG_ID" --role doomed --permission
 run role grant --org "$ORG_ID" --role auditor --user "$USER_ID" >/dev/null
 run role inherit --org "$ORG_ID" --role auditor --from reader >/dev/null
 API_KEY_ID=$(run api-key create --user "$OWNER_ID" --org "$ORG_ID" --permission members:read | field api_key_id)
+SCIM_CLIENT_ID=$(run scim-client create --org "$ORG_ID" --name conformance | field client_id)
+SCIM_TOKEN_ID=$(run scim-client rotate-token --id "$SCIM_CLIENT_ID" | field token_id)
+DOOMED_SCIM_TOKEN_ID=$(run scim-client rotate-token --id "$SCIM_CLIENT_ID" | field token_id)
+DOOMED_SCIM_CLIENT_ID=$(run scim-client create --org "$ORG_ID" --name doomed | field client_id)
+export SCIM_CLIENT_ID SCIM_TOKEN_ID DOOMED_SCIM_TOKEN_ID DOOMED_SCIM_CLIENT_ID
 export ORG_ID USER_ID DOOMED_USER_ID LEAVER_ID ROLE_ID PARENT_ROLE_ID DOOMED_ROLE_ID \
   PERMISSION_ID DOOMED_PERMISSION_ID API_KEY_ID
 
@@ -107,6 +112,8 @@ role_id = "${ROLE_ID}"
 parent_role_id = "${PARENT_ROLE_ID}"
 permission_id = "${PERMISSION_ID}"
 api_key_id = "${API_KEY_ID}"
+client_id = "${SCIM_CLIENT_ID}"
+token_id = "${SCIM_TOKEN_ID}"
 method = "password"
 domain = "conformance.test"
 
@@ -121,6 +128,14 @@ parameters = { user_id = "${LEAVER_ID}" }
 [[operations]]
 include-operation-id = "delete_role"
 parameters = { role_id = "${DOOMED_ROLE_ID}" }
+
+[[operations]]
+include-operation-id = "delete_client"
+parameters = { client_id = "${DOOMED_SCIM_CLIENT_ID}" }
+
+[[operations]]
+include-operation-id = "revoke_token"
+parameters = { token_id = "${DOOMED_SCIM_TOKEN_ID}" }
 
 [[operations]]
 include-operation-id = "delete_permission"

@@ -221,7 +221,7 @@ impl FromRequestParts<AppState> for ScimAuth {
 
 /// A JSON body sent as `application/scim+json` or `application/json` (RFC 7644 §3.1);
 /// anything unparsable is 400 `invalidSyntax`.
-pub struct ScimBody(pub Value);
+pub struct ScimBody(pub Value, pub usize);
 
 impl FromRequest<AppState> for ScimBody {
     type Rejection = ScimResponse;
@@ -259,7 +259,7 @@ impl FromRequest<AppState> for ScimBody {
                 "the body is not JSON: {e}"
             )))
         })?;
-        Ok(ScimBody(v))
+        Ok(ScimBody(v, bytes.len()))
     }
 }
 
@@ -356,7 +356,7 @@ async fn list_users(ScimAuth(ctx): ScimAuth, RawQuery(q): RawQuery) -> ScimRespo
     }
 }
 
-async fn search_users(ScimAuth(ctx): ScimAuth, ScimBody(body): ScimBody) -> ScimResponse {
+async fn search_users(ScimAuth(ctx): ScimAuth, ScimBody(body, _): ScimBody) -> ScimResponse {
     match ListParams::from_search_request(&body) {
         Ok(p) => listed(users::list(&ctx, &p).await),
         Err(e) => e.into(),
@@ -383,7 +383,7 @@ async fn get_user(
     }
 }
 
-async fn create_user(ScimAuth(ctx): ScimAuth, ScimBody(body): ScimBody) -> ScimResponse {
+async fn create_user(ScimAuth(ctx): ScimAuth, ScimBody(body, _): ScimBody) -> ScimResponse {
     created(users::create(&ctx, &body).await)
 }
 
@@ -391,7 +391,7 @@ async fn replace_user(
     ScimAuth(ctx): ScimAuth,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ScimBody(body): ScimBody,
+    ScimBody(body, _): ScimBody,
 ) -> ScimResponse {
     let if_match = header_str(&headers, header::IF_MATCH);
     single(async { users::replace(&ctx, users::parse_id(&id)?, &body, if_match).await }.await)
@@ -401,7 +401,7 @@ async fn patch_user(
     ScimAuth(ctx): ScimAuth,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ScimBody(body): ScimBody,
+    ScimBody(body, _): ScimBody,
 ) -> ScimResponse {
     let if_match = header_str(&headers, header::IF_MATCH);
     single(async { users::patch(&ctx, users::parse_id(&id)?, &body, if_match).await }.await)
@@ -423,14 +423,14 @@ async fn list_groups(ScimAuth(ctx): ScimAuth, RawQuery(q): RawQuery) -> ScimResp
     }
 }
 
-async fn search_groups(ScimAuth(ctx): ScimAuth, ScimBody(body): ScimBody) -> ScimResponse {
+async fn search_groups(ScimAuth(ctx): ScimAuth, ScimBody(body, _): ScimBody) -> ScimResponse {
     match ListParams::from_search_request(&body) {
         Ok(p) => listed(groups::list(&ctx, &p).await),
         Err(e) => e.into(),
     }
 }
 
-async fn search_root(ScimAuth(ctx): ScimAuth, ScimBody(body): ScimBody) -> ScimResponse {
+async fn search_root(ScimAuth(ctx): ScimAuth, ScimBody(body, _): ScimBody) -> ScimResponse {
     match ListParams::from_search_request(&body) {
         Ok(p) => listed(crate::scim::search::root(&ctx, &p).await),
         Err(e) => e.into(),
@@ -457,7 +457,7 @@ async fn get_group(
     }
 }
 
-async fn create_group(ScimAuth(ctx): ScimAuth, ScimBody(body): ScimBody) -> ScimResponse {
+async fn create_group(ScimAuth(ctx): ScimAuth, ScimBody(body, _): ScimBody) -> ScimResponse {
     created(groups::create(&ctx, &body).await)
 }
 
@@ -465,7 +465,7 @@ async fn replace_group(
     ScimAuth(ctx): ScimAuth,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ScimBody(body): ScimBody,
+    ScimBody(body, _): ScimBody,
 ) -> ScimResponse {
     let if_match = header_str(&headers, header::IF_MATCH);
     single(async { groups::replace(&ctx, groups::parse_id(&id)?, &body, if_match).await }.await)
@@ -475,7 +475,7 @@ async fn patch_group(
     ScimAuth(ctx): ScimAuth,
     Path(id): Path<String>,
     headers: HeaderMap,
-    ScimBody(body): ScimBody,
+    ScimBody(body, _): ScimBody,
 ) -> ScimResponse {
     let if_match = header_str(&headers, header::IF_MATCH);
     single(async { groups::patch(&ctx, groups::parse_id(&id)?, &body, if_match).await }.await)
@@ -490,8 +490,8 @@ async fn delete_group(
     deleted(async { groups::delete(&ctx, groups::parse_id(&id)?, if_match).await }.await)
 }
 
-async fn bulk_request(ScimAuth(ctx): ScimAuth, ScimBody(body): ScimBody) -> ScimResponse {
-    match bulk::run(&ctx, &body).await {
+async fn bulk_request(ScimAuth(ctx): ScimAuth, ScimBody(body, len): ScimBody) -> ScimResponse {
+    match bulk::run(&ctx, &body, len).await {
         Ok(v) => ScimResponse::Ok(v, None),
         Err(e) => e.into(),
     }

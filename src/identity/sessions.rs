@@ -130,6 +130,12 @@ pub(crate) async fn create_in(
     {
         return Err(IdentityError::NotFound { what: "membership" });
     }
+    // A membership the org's IdP deprovisioned over SCIM (`active: false`) opens nothing.
+    if let Some(org_id) = new.org_id
+        && !store::scim::resources::membership_active(tx, org_id, user.user_id).await?
+    {
+        return Err(IdentityError::AccountDisabled);
+    }
     // MFA users, and members of orgs that require MFA, get sessions only after a second
     // factor (impersonation sessions carry the admin's authentication instead).
     let second_factor = new.auth_methods.iter().any(|m| m == "mfa" || m == "otp");

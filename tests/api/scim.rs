@@ -1097,7 +1097,39 @@ async fn bulk_resolves_bulk_ids_and_stops_on_errors(app: TestApp) {
             "Operations":[{"method":"DELETE","path":"/Users/bulkId:nope"}]}),
         )
         .await;
-    assert_eq!(r.body["Operations"][0]["status"], json!("400"));
+    assert_eq!(r.body["Operations"][0]["status"], json!("409"));
+    // A reference to a user created later in the request: the creation runs first
+    // (RFC 7644 §3.7.2).
+    let r = s
+        .post(
+            "/Bulk",
+            json!({
+            "schemas":["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+            "Operations":[
+                {"method":"POST","path":"/Groups","bulkId":"g","data":{
+                    "schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"Forward",
+                    "members":[{"value":"bulkId:later"}]}},
+                {"method":"POST","path":"/Users","bulkId":"later","data":{
+                    "schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"later@example.com"}}
+            ]}),
+        )
+        .await;
+    let ops = r.body["Operations"].as_array().unwrap();
+    assert_eq!(ops.len(), 2, "{}", r.body);
+    assert!(
+        ops.iter().all(|o| o["status"] == json!("201")),
+        "{}",
+        r.body
+    );
+    let g = ops.iter().find(|o| o["bulkId"] == json!("g")).unwrap();
+    let gid = g["location"].as_str().unwrap().rsplit('/').next().unwrap();
+    assert_eq!(
+        s.get(&format!("/Groups/{gid}")).await.body["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // maxOperations.
     let many: Vec<Value> = (0..1001)
         .map(|i| json!({"method":"DELETE","path":format!("/Users/{i}")}))
@@ -1142,6 +1174,28 @@ async fn deactivation_revokes_org_sessions_and_delete_removes_membership(app: Te
     // Their only org: the account is disabled too.
     let user = users::get(&app.state.identity, uid).await.unwrap();
     assert!(!user.enabled);
+    // Re-enabled by an admin, the user still gets no session in the org: the membership
+    // itself is inactive.
+    users::set_enabled(&app.state.identity, uid, true)
+        .await
+        .unwrap();
+    let refused = sessions::create(
+        &app.state.identity,
+        NewSession {
+            user_id: uid,
+            org_id: Some(s.org_id),
+            auth_methods: vec!["pwd".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(lintel::identity::IdentityError::AccountDisabled)
+        ),
+        "{refused:?}"
+    );
     let filtered = s
         .get(&format!("/Users?filter={}", urlencoding("active eq false")))
         .await;

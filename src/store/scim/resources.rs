@@ -764,3 +764,19 @@ pub async fn groups_of_users(
     }
     Ok(out)
 }
+
+/// False only when the org's IdP set the user `active: false` over SCIM.
+pub async fn membership_active(
+    a: &mut impl Access,
+    org_id: Uuid,
+    user_id: Uuid,
+) -> Result<bool, StoreError> {
+    let row: Option<(bool,)> = with_conn!(a, |c| sqlx::query_as(
+        "SELECT active FROM scim_users WHERE org_id = $1 AND user_id = $2"
+    )
+    .bind(org_id)
+    .bind(user_id)
+    .fetch_optional(&mut *c)
+    .await?);
+    Ok(row.is_none_or(|r| r.0))
+}
