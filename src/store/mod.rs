@@ -162,6 +162,12 @@ pub enum StoreError {
 const CONFLICT_FIELDS: &[(&str, &str)] = &[
     ("users_email_key", "email"),
     ("users_username_key", "username"),
+    ("users.username_key", "username"),
+    ("roles.org_id, roles.name_key", "role_name"),
+    (
+        "scim_users.org_id, scim_users.user_name_key",
+        "scim_user_name",
+    ),
     ("users_pkey", "user_id"),
     ("users.user_id", "user_id"),
     ("organizations_url_safe_org_name_key", "url_safe_org_name"),
@@ -471,6 +477,12 @@ mod tests {
         for (constraint, field) in [
             ("users_email_key", "email"),
             ("users_username_key", "username"),
+            ("users.username_key", "username"),
+            ("roles.org_id, roles.name_key", "role_name"),
+            (
+                "scim_users.org_id, scim_users.user_name_key",
+                "scim_user_name",
+            ),
             ("organizations_url_safe_org_name_key", "url_safe_org_name"),
             ("organizations.url_safe_org_name", "url_safe_org_name"),
             ("user_organization_info_pkey", "membership"),

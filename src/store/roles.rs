@@ -30,14 +30,15 @@ const PERMISSION_COLUMNS: &str = "permission_id, org_id, name, description, crea
 
 pub async fn insert_role(a: &mut impl Access, r: &Role) -> Result<(), StoreError> {
     with_conn!(a, |c| sqlx::query(
-        "INSERT INTO roles (role_id, org_id, name, description, created_at)
-         VALUES ($1, $2, $3, $4, $5)"
+        "INSERT INTO roles (role_id, org_id, name, description, created_at, name_key)
+         VALUES ($1, $2, $3, $4, $5, $6)"
     )
     .bind(r.role_id)
     .bind(r.org_id)
     .bind(&r.name)
     .bind(&r.description)
     .bind(r.created_at)
+    .bind(super::types::fold_key(&r.name))
     .execute(&mut *c)
     .await?
     .rows_affected());
@@ -52,17 +53,16 @@ pub async fn get_role(a: &mut impl Access, role_id: Uuid) -> Result<Option<Role>
         .await?))
 }
 
-/// Case-insensitive lookup (uses `roles_org_name_key` on `(org_id, lower(name))`).
+/// Case-insensitive lookup (uses `roles_org_name_key` on `(org_id, name_key)`).
 pub async fn find_role_by_name(
     a: &mut impl Access,
     org_id: Uuid,
     name: &str,
 ) -> Result<Option<Role>, StoreError> {
-    let sql =
-        format!("SELECT {ROLE_COLUMNS} FROM roles WHERE org_id = $1 AND lower(name) = lower($2)");
+    let sql = format!("SELECT {ROLE_COLUMNS} FROM roles WHERE org_id = $1 AND name_key = $2");
     Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(org_id)
-        .bind(name)
+        .bind(super::types::fold_key(name))
         .fetch_optional(&mut *c)
         .await?))
 }
@@ -82,10 +82,11 @@ pub async fn rename_role(
     name: &str,
 ) -> Result<bool, StoreError> {
     let n = with_conn!(a, |c| sqlx::query(
-        "UPDATE roles SET name = $2 WHERE role_id = $1"
+        "UPDATE roles SET name = $2, name_key = $3 WHERE role_id = $1"
     )
     .bind(role_id)
     .bind(name)
+    .bind(super::types::fold_key(name))
     .execute(&mut *c)
     .await?
     .rows_affected());
@@ -106,14 +107,15 @@ pub async fn delete_role(a: &mut impl Access, role_id: Uuid) -> Result<bool, Sto
 
 pub async fn insert_permission(a: &mut impl Access, p: &Permission) -> Result<(), StoreError> {
     with_conn!(a, |c| sqlx::query(
-        "INSERT INTO permissions (permission_id, org_id, name, description, created_at)
-         VALUES ($1, $2, $3, $4, $5)"
+        "INSERT INTO permissions (permission_id, org_id, name, description, created_at, name_key)
+         VALUES ($1, $2, $3, $4, $5, $6)"
     )
     .bind(p.permission_id)
     .bind(p.org_id)
     .bind(&p.name)
     .bind(&p.description)
     .bind(p.created_at)
+    .bind(super::types::fold_key(&p.name))
     .execute(&mut *c)
     .await?
     .rows_affected());

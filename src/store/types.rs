@@ -109,3 +109,9 @@ impl<'r> Decode<'r, Postgres> for TextList {
         Ok(TextList(<Vec<String> as Decode<Postgres>>::decode(value)?))
     }
 }
+
+/// The stored form of a case-insensitively unique name (`*_key` columns): Unicode lower
+/// case, computed here so SQLite and PostgreSQL agree (SQL `lower()` does not).
+pub fn fold_key(s: &str) -> String {
+    s.to_lowercase()
+}

@@ -32,8 +32,8 @@ const COLUMNS: &str = "user_id, legacy_user_id, email, email_confirmed, username
 
 pub async fn insert(a: &mut impl Access, u: &User) -> Result<(), StoreError> {
     let sql = format!(
-        "INSERT INTO users ({COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        "INSERT INTO users ({COLUMNS}, username_key) VALUES \
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
     );
     with_conn!(a, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(u.user_id)
@@ -53,6 +53,7 @@ pub async fn insert(a: &mut impl Access, u: &User) -> Result<(), StoreError> {
         .bind(u.can_create_orgs)
         .bind(u.created_at)
         .bind(u.last_active_at)
+        .bind(u.username.as_deref().map(super::types::fold_key))
         .execute(&mut *c)
         .await?
         .rows_affected());
@@ -117,7 +118,7 @@ pub async fn update(a: &mut impl Access, u: &User) -> Result<bool, StoreError> {
         "UPDATE users SET legacy_user_id = $2, email = $3, email_confirmed = $4, username = $5,
              first_name = $6, last_name = $7, picture_url = $8, properties = $9,
              has_password = $10, update_password_required = $11, locked = $12, enabled = $13,
-             mfa_enabled = $14, can_create_orgs = $15, last_active_at = $16
+             mfa_enabled = $14, can_create_orgs = $15, last_active_at = $16, username_key = $17
          WHERE user_id = $1"
     )
     .bind(u.user_id)
@@ -136,6 +137,7 @@ pub async fn update(a: &mut impl Access, u: &User) -> Result<bool, StoreError> {
     .bind(u.mfa_enabled)
     .bind(u.can_create_orgs)
     .bind(u.last_active_at)
+    .bind(u.username.as_deref().map(super::types::fold_key))
     .execute(&mut *c)
     .await?
     .rows_affected());

@@ -310,6 +310,35 @@ impl Sql {
         }
     }
 
+    /// `col op value` for a plain text column without case folding.
+    fn plain_compare(&mut self, col: &str, op: Op, value: &Value) -> String {
+        let bound = match value {
+            Value::Text(s) => Bound::Text(s.clone()),
+            Value::Bool(b) => Bound::Bool(*b),
+            Value::Num(n) => Bound::Num(*n),
+            Value::Time(t) => Bound::Time(*t),
+            Value::Uuid(u) => Bound::Uuid(*u),
+        };
+        let p = self.bind(bound);
+        match op {
+            Op::Eq => format!("({col} = {p})"),
+            Op::Ne => format!("({col} IS NULL OR {col} <> {p})"),
+            Op::Gt => format!("({col} > {p})"),
+            Op::Ge => format!("({col} >= {p})"),
+            Op::Lt => format!("({col} < {p})"),
+            Op::Le => format!("({col} <= {p})"),
+            Op::Co => match self.dialect {
+                Dialect::Sqlite => format!("(instr({col}, {p}) > 0)"),
+                Dialect::Postgres => format!("(strpos({col}, {p}) > 0)"),
+            },
+            Op::Sw => format!("(substr({col}, 1, length({p})) = {p})"),
+            Op::Ew => format!(
+                "(length({col}) >= length({p}) AND \
+                 substr({col}, length({col}) - length({p}) + 1) = {p})"
+            ),
+        }
+    }
+
     /// Renders `cond` into `self.text`.
     pub fn cond(&mut self, cond: &Cond) {
         match cond {
@@ -428,6 +457,17 @@ impl Sql {
             ));
             return;
         }
+        // userName compares on its folded key column (the unique index), with the value
+        // folded the same way in Rust.
+        if *col == Col::UserName
+            && fold
+            && let Value::Text(v) = value
+        {
+            let folded = Value::Text(super::super::types::fold_key(v));
+            let op_sql = self.plain_compare("su.user_name_key", op, &folded);
+            self.text.push_str(&op_sql);
+            return;
+        }
         let (sql, kind) = self.column(col);
         let is_json = !matches!(kind, ColKind::Plain);
         let bound = match value {
@@ -503,7 +543,11 @@ pub fn order_by(sql: &mut Sql, col: Option<&Col>, descending: bool, fold: bool) 
         return format!("{id} ASC");
     };
     let (expr, _) = sql.column(col);
-    let expr = if fold { format!("lower({expr})") } else { expr };
+    let expr = match (col, fold) {
+        (Col::UserName, true) => "su.user_name_key".to_string(),
+        (_, true) => format!("lower({expr})"),
+        (_, false) => expr,
+    };
     let dir = if descending { "DESC" } else { "ASC" };
     let nulls = if descending {
         format!("({expr} IS NULL) DESC")
@@ -548,7 +592,7 @@ mod tests {
             let s = render(d, &c);
             assert!(!s.text.contains(evil), "{}", s.text);
             assert!(!s.text.contains("emails"), "path is bound: {}", s.text);
-            assert!(s.text.starts_with("((lower(su.user_name) = lower($3))"));
+            assert!(s.text.starts_with("((su.user_name_key = $3)"), "{}", s.text);
             assert_eq!(s.binds.len(), 4, "{:?}", s.binds);
         }
     }

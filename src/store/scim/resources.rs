@@ -256,8 +256,8 @@ pub struct ScimUser {
 pub async fn insert_scim_user(a: &mut impl Access, u: &ScimUser) -> Result<(), StoreError> {
     with_conn!(a, |c| {
         sqlx::query(
-        "INSERT INTO scim_users (org_id, user_id, user_name, display_name, attributes, active, client_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        "INSERT INTO scim_users (org_id, user_id, user_name, display_name, attributes, active, client_id, user_name_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
     )
     .bind(u.org_id)
     .bind(u.user_id)
@@ -266,6 +266,7 @@ pub async fn insert_scim_user(a: &mut impl Access, u: &ScimUser) -> Result<(), S
     .bind(Json(&u.attributes))
     .bind(u.active)
     .bind(u.client_id)
+    .bind(crate::store::types::fold_key(&u.user_name))
     .execute(&mut *c)
     .await?
     .rows_affected()
@@ -275,7 +276,8 @@ pub async fn insert_scim_user(a: &mut impl Access, u: &ScimUser) -> Result<(), S
 
 pub async fn update_scim_user(a: &mut impl Access, u: &ScimUser) -> Result<bool, StoreError> {
     let n = with_conn!(a, |c| sqlx::query(
-        "UPDATE scim_users SET user_name = $3, display_name = $4, attributes = $5, active = $6
+        "UPDATE scim_users SET user_name = $3, display_name = $4, attributes = $5, active = $6,
+             user_name_key = $7
          WHERE org_id = $1 AND user_id = $2"
     )
     .bind(u.org_id)
@@ -284,6 +286,7 @@ pub async fn update_scim_user(a: &mut impl Access, u: &ScimUser) -> Result<bool,
     .bind(&u.display_name)
     .bind(Json(&u.attributes))
     .bind(u.active)
+    .bind(crate::store::types::fold_key(&u.user_name))
     .execute(&mut *c)
     .await?
     .rows_affected());
