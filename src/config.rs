@@ -188,6 +188,30 @@ pub const KEYS: &[KeySpec] = &[
         key: "impersonation.max_duration_secs",
         default: "3600",
     },
+    KeySpec {
+        key: "oidc.access_token_ttl_secs",
+        default: "600",
+    },
+    KeySpec {
+        key: "oidc.id_token_ttl_secs",
+        default: "3600",
+    },
+    KeySpec {
+        key: "oidc.refresh_token_ttl_secs",
+        default: "2592000",
+    },
+    KeySpec {
+        key: "oidc.authorization_code_ttl_secs",
+        default: "60",
+    },
+    KeySpec {
+        key: "oidc.refresh_grace_secs",
+        default: "10",
+    },
+    KeySpec {
+        key: "oidc.key_activation_delay_secs",
+        default: "3600",
+    },
 ];
 
 /// Environment variables with the `LINTEL_` prefix that are not configuration keys.
@@ -222,6 +246,24 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub waitlist: WaitlistConfig,
     pub impersonation: ImpersonationConfig,
+    pub oidc: OidcConfig,
+}
+
+/// The OpenID Connect provider's lifetimes.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// JWT access tokens (RFC 9068) live this long.
+    pub access_token_ttl: Duration,
+    pub id_token_ttl: Duration,
+    /// A refresh token's grant ends this long after the login it came from.
+    pub refresh_token_ttl: Duration,
+    /// Authorization codes must be exchanged within this.
+    pub authorization_code_ttl: Duration,
+    /// A rotated refresh token presented again within this is answered with the same
+    /// successor (concurrent refreshes); later, its whole family is revoked.
+    pub refresh_grace: Duration,
+    /// `lintel keys rotate`: the new key signs only after this (published meanwhile).
+    pub key_activation_delay: Duration,
 }
 
 /// A default rate-limit policy: at most `limit` requests per `window_secs`.
@@ -615,6 +657,15 @@ impl Config {
             },
             impersonation: ImpersonationConfig {
                 max_duration: raw.get("impersonation.max_duration_secs", positive_secs)?,
+            },
+            oidc: OidcConfig {
+                access_token_ttl: raw.get("oidc.access_token_ttl_secs", positive_secs)?,
+                id_token_ttl: raw.get("oidc.id_token_ttl_secs", positive_secs)?,
+                refresh_token_ttl: raw.get("oidc.refresh_token_ttl_secs", positive_secs)?,
+                authorization_code_ttl: raw
+                    .get("oidc.authorization_code_ttl_secs", positive_secs)?,
+                refresh_grace: raw.get("oidc.refresh_grace_secs", secs)?,
+                key_activation_delay: raw.get("oidc.key_activation_delay_secs", secs)?,
             },
             mfa: MfaConfig {
                 totp_issuer: raw.get("mfa.totp_issuer", |s| {

@@ -11,5 +11,6 @@ pub mod config;
 pub mod http;
 pub mod identity;
 pub mod keys;
+pub mod oidc;
 pub mod store;
 pub mod telemetry;
