@@ -148,6 +148,7 @@ impl App {
             })?;
         Ok(App {
             state: AppState {
+                oidc: Arc::new(crate::oidc::Provider::new(&config)),
                 config: Arc::new(config),
                 identity,
             },

@@ -14,3 +14,4 @@ pub mod keys;
 pub mod oidc;
 pub mod store;
 pub mod telemetry;
+pub mod web;

@@ -18,6 +18,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod metrics;
+pub mod oidc;
 pub mod rate_limit;
 pub mod server;
 pub mod state;
@@ -55,6 +56,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
             }),
         )
         .merge(management)
+        .merge(oidc::routes())
         .merge(extra)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

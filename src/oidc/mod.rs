@@ -6,6 +6,7 @@ pub mod claims;
 pub mod clients;
 pub mod discovery;
 pub mod error;
+pub mod interaction;
 pub mod jwt;
 pub mod keys;
 pub mod session;

@@ -197,9 +197,8 @@ pub async fn use_code(
     code_hash: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let n =
-        with_conn!(a, |c| {
-            sqlx::query(
+    let n = with_conn!(a, |c| {
+        sqlx::query(
         "UPDATE oidc_authorization_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL"
     )
     .bind(code_hash)
@@ -207,7 +206,7 @@ pub async fn use_code(
     .execute(&mut *c)
     .await?
     .rows_affected()
-        });
+    });
     Ok(n == 1)
 }
 

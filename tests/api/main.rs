@@ -16,6 +16,7 @@ mod management_platform;
 mod metrics;
 mod mfa;
 mod migrations;
+mod oidc;
 mod oidc_clients;
 mod rate_limits;
 mod roles;
