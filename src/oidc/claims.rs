@@ -218,7 +218,7 @@ pub fn access_token_claims(t: &AccessToken<'_>) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Json, TextList};
+    use crate::store::Json;
 
     fn user() -> User {
         User {

@@ -55,7 +55,10 @@ fn open(id: &Identity, sealed: &str, stage: &str) -> Result<Pending, IdentityErr
 #[derive(Debug)]
 pub enum Step {
     /// Signed in: the browser session and its cookie value.
-    Done { session: Session, cookie: String },
+    Done {
+        session: Box<Session>,
+        cookie: String,
+    },
     /// Ask for a TOTP or recovery code.
     Mfa { pending: String },
     /// Ask for a new password.
@@ -114,7 +117,10 @@ async fn done(
         origin.user_agent.clone(),
     )
     .await?;
-    Ok(Step::Done { session, cookie })
+    Ok(Step::Done {
+        session: Box::new(session),
+        cookie,
+    })
 }
 
 /// Email and password.

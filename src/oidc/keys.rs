@@ -43,6 +43,9 @@ pub fn jwks(rows: &[KeyRow], now: DateTime<Utc>) -> serde_json::Value {
     json!({ "keys": keys })
 }
 
+/// A key to retire: its id, when it stops signing, when it leaves the JWKS.
+pub type Retirement = (String, DateTime<Utc>, DateTime<Utc>);
+
 /// The row a rotation adds, and the retirement it sets on the keys it replaces.
 pub fn plan_rotation(
     rows: &[KeyRow],
@@ -51,7 +54,7 @@ pub fn plan_rotation(
     now: DateTime<Utc>,
     delay: chrono::Duration,
     longest_token: chrono::Duration,
-) -> (KeyRow, Vec<(String, DateTime<Utc>, DateTime<Utc>)>) {
+) -> (KeyRow, Vec<Retirement>) {
     let active_from = now + delay;
     let row = KeyRow {
         kid: new_kid.to_string(),
