@@ -810,27 +810,6 @@ async fn keys_admin(id: &identity::Identity, cmd: KeysCommand) -> Result<(), Fai
     };
     match cmd {
         KeysCommand::Rotate => {
-            // Make sure the keys already in `keys/` are recorded before retiring them.
-            let (existing, _) = crate::keys::ensure(&id.config.keys_dir)
-                .map_err(|e| Failure::Command(e.to_string()))?;
-            let mut c = id.db.conn().await.map_err(IdentityError::from)?;
-            for k in &existing {
-                let meta = crate::store::signing_keys::SigningKey {
-                    kid: k.kid.clone(),
-                    alg: k.alg.to_string(),
-                    public_jwk: crate::store::Json(serde_json::Value::Object(
-                        k.public_jwk.as_ref().clone(),
-                    )),
-                    created_at: now,
-                    active_from: now,
-                    retired_at: None,
-                    published_until: None,
-                };
-                crate::store::signing_keys::insert_if_absent(&mut c, &meta)
-                    .await
-                    .map_err(IdentityError::from)?;
-            }
-            drop(c);
             let row = crate::oidc::keys::rotate(id, &id.config.keys_dir).await?;
             print(key_json(&row));
         }

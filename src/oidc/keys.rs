@@ -73,9 +73,32 @@ pub fn plan_rotation(
     (row, retire)
 }
 
+/// Records the keys already in `keys_dir` (generating one when there is none), active now
+/// unless already known — what `lintel serve` does at start.
+pub async fn record_existing(id: &Identity, keys_dir: &Path) -> Result<(), IdentityError> {
+    let (existing, _) =
+        crate::keys::ensure(keys_dir).map_err(|e| IdentityError::Internal(e.to_string()))?;
+    let now = id.clock.now();
+    let mut c = id.db.conn().await?;
+    for k in &existing {
+        let meta = KeyRow {
+            kid: k.kid.clone(),
+            alg: k.alg.to_string(),
+            public_jwk: Json(serde_json::Value::Object(k.public_jwk.as_ref().clone())),
+            created_at: now,
+            active_from: now,
+            retired_at: None,
+            published_until: None,
+        };
+        store::signing_keys::insert_if_absent(&mut c, &meta).await?;
+    }
+    Ok(())
+}
+
 /// Generates a key into `keys_dir` and schedules it (see the module comment). Audited as
 /// `signing_key.rotated`.
 pub async fn rotate(id: &Identity, keys_dir: &Path) -> Result<KeyRow, IdentityError> {
+    record_existing(id, keys_dir).await?;
     let now = id.clock.now();
     let cfg = &id.config.oidc;
     let d = |d| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);

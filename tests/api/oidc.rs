@@ -1077,3 +1077,393 @@ async fn forms_without_csrf_are_refused(app: TestApp) {
     );
     app.finish().await;
 }
+
+mod more {
+    //! Keys, org claims, impersonation by token exchange, forced password change, consent,
+    //! login rate limit.
+    use super::*;
+    use crate::helpers::{Spawn, TestDb, identity_with_config, lintel, spawn_app_with};
+    use crate::on_both_databases;
+    use lintel::clock::FixedClock;
+    use lintel::identity::{memberships, orgs};
+
+    on_both_backends!(
+        org_scope_claims_and_impersonation_by_token_exchange,
+        forced_password_change_then_code,
+        third_party_clients_ask_for_consent,
+        keys_rotate_cli_publishes_the_new_key_first,
+    );
+    on_both_databases!(rotation_signs_with_the_new_key_after_the_delay);
+
+    async fn org_scope_claims_and_impersonation_by_token_exchange(app: TestApp) {
+        let id = &app.state.identity;
+        let org = orgs::create(id, "Acme", Some("acme")).await.unwrap();
+        let mk = |email: &str| NewUser {
+            email: email.into(),
+            password: Some(Secret::new(PASSWORD.into())),
+            ..Default::default()
+        };
+        let (admin, _) = users::create(id, mk("admin@acme.example")).await.unwrap();
+        let (member, _) = users::create(id, mk("member@acme.example")).await.unwrap();
+        let (outsider, _) = users::create(id, mk("out@else.example")).await.unwrap();
+        memberships::add(id, org.org_id, admin.user_id, "owner")
+            .await
+            .unwrap();
+        memberships::add(id, org.org_id, member.user_id, "member")
+            .await
+            .unwrap();
+        let (client, secret) = clients::create(
+            id,
+            NewClient {
+                name: "Acme admin".into(),
+                org_id: Some(org.org_id),
+                redirect_uris: vec![REDIRECT.into()],
+                grant_types: Some(
+                    [
+                        "authorization_code",
+                        "refresh_token",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ),
+                scopes: Some(
+                    ["openid", "profile", "email", "org"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+                first_party: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let s = Setup {
+            client_id: client.client_id.clone(),
+            secret: secret.unwrap().expose().clone(),
+            user_id: admin.user_id,
+            email: admin.email.clone(),
+        };
+        // An outsider cannot sign in to an org-bound client.
+        let mut b = Browser::new(&app);
+        let page = b
+            .get(&auth_path(&s.client_id, &[("scope", "openid org")]))
+            .await;
+        let r = submit_login(&mut b, &page, &outsider.email, PASSWORD).await;
+        assert_eq!(r.status, 401);
+        assert!(!b.cookies.contains_key("lintel_session"));
+        // The admin gets the org claims.
+        let mut b = Browser::new(&app);
+        let code = login_for_code(&mut b, &s, &[("scope", "openid org")]).await;
+        let (st, t) = exchange(&app, &s, &code).await;
+        assert_eq!(st, 200, "{t}");
+        let (_, c) = verify_jwt(&app, t["id_token"].as_str().unwrap()).await;
+        assert_eq!(c["org_id"], org.org_id.to_string());
+        assert_eq!(c["org_slug"], "acme");
+        assert_eq!(c["org_name"], "Acme");
+        assert_eq!(c["role"], "owner");
+        assert!(
+            c["permissions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == "impersonate")
+        );
+        assert!(c.get("email").is_none(), "no email scope asked");
+        // Token exchange: the admin's access token → a token for the member with `act`.
+        let at = t["access_token"].as_str().unwrap();
+        let form = |subject: &str| {
+            vec![
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange".to_string(),
+                ),
+                ("subject_token", at.to_string()),
+                (
+                    "subject_token_type",
+                    "urn:ietf:params:oauth:token-type:access_token".to_string(),
+                ),
+                ("requested_subject", subject.to_string()),
+                ("scope", "openid org".to_string()),
+            ]
+        };
+        let f = form(&member.user_id.to_string());
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (st, x, _) = token(&app, &s, &pairs).await;
+        assert_eq!(st, 200, "{x}");
+        assert_eq!(
+            x["issued_token_type"],
+            "urn:ietf:params:oauth:token-type:access_token"
+        );
+        let (_, xc) = verify_jwt(&app, x["access_token"].as_str().unwrap()).await;
+        assert_eq!(xc["sub"], member.user_id.to_string());
+        assert_eq!(xc["act"], json!({ "sub": admin.user_id.to_string() }));
+        let ui: Value = app
+            .client
+            .get(app.url("/oauth2/userinfo"))
+            .bearer_auth(x["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(ui["sub"], member.user_id.to_string());
+        assert_eq!(ui["role"], "member");
+        let mut c = app.db.conn().await.unwrap();
+        let logs = lintel::store::impersonation::list_active_for_admin(
+            &mut c,
+            admin.user_id,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+        drop(c);
+        assert_eq!(logs.len(), 1);
+        // Impersonating oneself, or an admin-level member, is refused.
+        let f = form(&admin.user_id.to_string());
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (st, e, _) = token(&app, &s, &pairs).await;
+        assert_eq!(
+            (st, e["error"].as_str()),
+            (400, Some("invalid_request")),
+            "{e}"
+        );
+        app.finish().await;
+    }
+
+    async fn forced_password_change_then_code(app: TestApp) {
+        let s = setup(&app, true).await;
+        users::set_password(
+            &app.state.identity,
+            s.user_id,
+            &Secret::new(PASSWORD.into()),
+            true,
+        )
+        .await
+        .unwrap();
+        let mut b = Browser::new(&app);
+        let page = b.get(&auth_path(&s.client_id, &[])).await;
+        let p = submit_login(&mut b, &page, &s.email, PASSWORD).await;
+        assert_eq!(p.status, 200, "{}", p.body);
+        assert!(p.body.contains(r#"name="new_password""#));
+        assert!(!b.cookies.contains_key("lintel_session"));
+        let (csrf, auth, pending) = (
+            hidden(&p.body, "csrf"),
+            hidden(&p.body, "auth"),
+            hidden(&p.body, "pending"),
+        );
+        let mismatch = b
+            .post(
+                "/login/password",
+                &[
+                    ("new_password", "a brand new secret"),
+                    ("confirm_password", "other"),
+                    ("csrf", &csrf),
+                    ("auth", &auth),
+                    ("pending", &pending),
+                ],
+            )
+            .await;
+        assert_eq!(mismatch.status, 400);
+        let done = b
+            .post(
+                "/login/password",
+                &[
+                    ("new_password", "a brand new secret"),
+                    ("confirm_password", "a brand new secret"),
+                    ("csrf", &csrf),
+                    ("auth", &auth),
+                    ("pending", &pending),
+                ],
+            )
+            .await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        assert!(query_of(done.location.as_deref().unwrap()).contains_key("code"));
+        let u = users::get(&app.state.identity, s.user_id).await.unwrap();
+        assert!(!u.update_password_required);
+        // A forged pending value is refused.
+        let forged = b
+            .post(
+                "/login/password",
+                &[
+                    ("new_password", "x y z w v u"),
+                    ("confirm_password", "x y z w v u"),
+                    ("csrf", &csrf),
+                    ("auth", &auth),
+                    ("pending", "abc"),
+                ],
+            )
+            .await;
+        assert_eq!(forged.status, 400);
+        app.finish().await;
+    }
+
+    async fn third_party_clients_ask_for_consent(app: TestApp) {
+        let s = setup(&app, false).await;
+        let mut b = Browser::new(&app);
+        let page = b.get(&auth_path(&s.client_id, &[])).await;
+        let c = submit_login(&mut b, &page, &s.email, PASSWORD).await;
+        assert_eq!(c.status, 200, "{}", c.body);
+        assert!(c.body.contains("Allow RP?"), "{}", c.body);
+        let (csrf, auth) = (hidden(&c.body, "csrf"), hidden(&c.body, "auth"));
+        let denied = b
+            .post(
+                "/consent",
+                &[("decision", "deny"), ("csrf", &csrf), ("auth", &auth)],
+            )
+            .await;
+        assert_eq!(
+            query_of(denied.location.as_deref().unwrap())["error"],
+            "access_denied"
+        );
+        let allowed = b
+            .post(
+                "/consent",
+                &[("decision", "allow"), ("csrf", &csrf), ("auth", &auth)],
+            )
+            .await;
+        assert_eq!(allowed.status, 303);
+        assert!(query_of(allowed.location.as_deref().unwrap()).contains_key("code"));
+        // prompt=none cannot show the consent page.
+        let none = b.get(&auth_path(&s.client_id, &[("prompt", "none")])).await;
+        assert_eq!(
+            query_of(none.location.as_deref().unwrap())["error"],
+            "consent_required"
+        );
+        app.finish().await;
+    }
+
+    async fn keys_rotate_cli_publishes_the_new_key_first(app: TestApp) {
+        let dir = app.test_db.dir.path().to_path_buf();
+        let keys = app.test_db.keys_dir().display().to_string();
+        let env = [
+            ("LINTEL_DATABASE_URL", app.test_db.url.as_str()),
+            ("LINTEL_KEYS_DIR", keys.as_str()),
+        ];
+        let (code, out, err) = lintel(&dir, &["keys", "rotate"], &env, None);
+        assert_eq!(code, 0, "{err}");
+        let new: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(new["state"], "upcoming");
+        let (code, out, _) = lintel(&dir, &["keys", "list"], &env, None);
+        assert_eq!(code, 0);
+        let list: Value = serde_json::from_str(&out).unwrap();
+        let states: Vec<&str> = list["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["state"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, vec!["active", "upcoming"]);
+        let jwks: Value = app
+            .client
+            .get(app.url("/oauth2/jwks"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let kids: Vec<&str> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        assert_eq!(kids.len(), 2);
+        assert!(kids.contains(&new["kid"].as_str().unwrap()));
+        // Still signed with the old key until the delay has passed.
+        let s = setup(&app, true).await;
+        let mut b = Browser::new(&app);
+        let code = login_for_code(&mut b, &s, &[]).await;
+        let (_, t) = exchange(&app, &s, &code).await;
+        let (h, _) = verify_jwt(&app, t["id_token"].as_str().unwrap()).await;
+        assert_ne!(h["kid"], new["kid"]);
+        app.finish().await;
+    }
+
+    async fn rotation_signs_with_the_new_key_after_the_delay(db: TestDb) {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        let clock = FixedClock::new(t0);
+        let id = identity_with_config(
+            &db,
+            clock.clone(),
+            &[("LINTEL_OIDC_KEY_ACTIVATION_DELAY_SECS", "3600")],
+        )
+        .await;
+        let dir = db.keys_dir();
+        lintel::oidc::keys::record_existing(&id, &dir)
+            .await
+            .unwrap();
+        let ring = lintel::oidc::keys::Keyring::new(&dir);
+        let old = ring.active(&id).await.unwrap().kid;
+        let new = lintel::oidc::keys::rotate(&id, &dir).await.unwrap();
+        ring.reload(&id).await.unwrap();
+        assert_eq!(ring.active(&id).await.unwrap().kid, old);
+        assert_eq!(
+            ring.jwks(&id).await.unwrap()["keys"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        clock.advance(chrono::Duration::seconds(3600));
+        ring.reload(&id).await.unwrap();
+        assert_eq!(ring.active(&id).await.unwrap().kid, new.kid);
+        // The old key stays published while its tokens live (ID tokens: 3600 s, + 5 min).
+        clock.advance(chrono::Duration::seconds(3600 + 299));
+        ring.reload(&id).await.unwrap();
+        assert_eq!(
+            ring.jwks(&id).await.unwrap()["keys"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        clock.advance(chrono::Duration::seconds(2));
+        ring.reload(&id).await.unwrap();
+        let jwks = ring.jwks(&id).await.unwrap();
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+        assert_eq!(jwks["keys"][0]["kid"], new.kid);
+        // Audited.
+        let mut c = id.db.conn().await.unwrap();
+        let rows = lintel::store::audit::list(&mut c, &Default::default(), None, 50)
+            .await
+            .unwrap();
+        assert!(rows.iter().any(|r| r.action == "signing_key.rotated"));
+        drop(c);
+        id.db.close().await;
+        db.drop_database().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_login_form_is_rate_limited_per_ip() {
+        let app = spawn_app_with(
+            crate::helpers::Backend::Sqlite,
+            "oidc::login_rate_limit",
+            Spawn {
+                env: &[("LINTEL_RATE_LIMITS_LOGIN", "2/60")],
+                extra: None,
+            },
+        )
+        .await
+        .unwrap();
+        let s = setup(&app, true).await;
+        let mut b = Browser::new(&app);
+        let page = b.get(&auth_path(&s.client_id, &[])).await;
+        for _ in 0..2 {
+            assert_eq!(
+                submit_login(&mut b, &page, &s.email, "wrong password!")
+                    .await
+                    .status,
+                401
+            );
+        }
+        let limited = submit_login(&mut b, &page, &s.email, PASSWORD).await;
+        assert_eq!(limited.status, 429);
+        assert!(!b.cookies.contains_key("lintel_session"));
+        app.finish().await;
+    }
+}
