@@ -109,7 +109,11 @@ pub enum KeysCommand {
     /// Add a new ES256 key: published at once, used for signing after
     /// `oidc.key_activation_delay_secs`; the current key then retires and stays published
     /// until every token it signed has expired.
-    Rotate,
+    Rotate {
+        /// ES256 (default), RS256 or EdDSA (the first key of an algorithm signs at once).
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+    },
     /// List the keys and their state.
     List,
 }
@@ -809,8 +813,8 @@ async fn keys_admin(id: &identity::Identity, cmd: KeysCommand) -> Result<(), Fai
         })
     };
     match cmd {
-        KeysCommand::Rotate => {
-            let row = crate::oidc::keys::rotate(id, &id.config.keys_dir).await?;
+        KeysCommand::Rotate { alg } => {
+            let row = crate::oidc::keys::rotate(id, &id.config.keys_dir, &alg).await?;
             print(key_json(&row));
         }
         KeysCommand::List => {

@@ -301,6 +301,26 @@ pub fn error_redirect(
     redirect_with(redirect_uri, &p)
 }
 
+/// Deletes authorization codes that expired more than an hour ago; returns how many.
+pub async fn purge_codes(id: &Identity) -> Result<u64, IdentityError> {
+    let before = id.clock.now() - chrono::Duration::hours(1);
+    let mut c = id.db.conn().await?;
+    Ok(store::oidc::purge_codes(&mut c, before).await?)
+}
+
+/// Purges expired codes every `every` until aborted.
+pub fn spawn_code_purger(id: Identity, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = purge_codes(&id).await {
+                tracing::warn!(error = %e, "purging expired authorization codes failed");
+            }
+        }
+    })
+}
+
 /// RFC 7636 §4.6: BASE64URL(SHA256(verifier)) == challenge.
 pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
     is_pkce_value(verifier)

@@ -32,8 +32,25 @@ pub const SCOPES: &[&str] = &["openid", "profile", "email", "offline_access", "o
 /// accepted by the schema but not implemented yet, so it cannot be registered.
 pub const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
 
-/// Signing algorithms available for ID tokens.
-pub const ID_TOKEN_ALGS: &[&str] = &["ES256"];
+/// Signing algorithms available for ID tokens (RS256 and EdDSA once a key of theirs exists:
+/// `lintel keys rotate --alg RS256`).
+pub const ID_TOKEN_ALGS: &[&str] = &["ES256", "RS256", "EdDSA"];
+
+/// A client may use `alg` only when a key of that algorithm has been created.
+async fn check_alg_has_key(a: &mut impl store::Access, alg: &str) -> Result<(), IdentityError> {
+    if alg == "ES256"
+        || store::signing_keys::list(a)
+            .await?
+            .iter()
+            .any(|k| k.alg == alg)
+    {
+        return Ok(());
+    }
+    Err(invalid(
+        "id_token_signed_response_alg",
+        format!("no {alg} key exists yet (create one with `lintel keys rotate --alg {alg}`)"),
+    ))
+}
 
 pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_URIS: usize = 32;
@@ -297,6 +314,7 @@ pub async fn create(
     };
     check_consistency(&client)?;
     let mut tx = id.db.begin().await?;
+    check_alg_has_key(&mut tx, &client.id_token_signed_response_alg).await?;
     if let Some(org_id) = client.org_id
         && store::orgs::get(&mut tx, org_id).await?.is_none()
     {
@@ -388,6 +406,7 @@ pub async fn update(
         after.enabled = e;
     }
     check_consistency(&after)?;
+    check_alg_has_key(&mut tx, &after.id_token_signed_response_alg).await?;
     after.updated_at = Some(id.clock.now());
     store::oidc::update_client(&mut tx, &after).await?;
     let mut b = public_view(&before);

@@ -258,6 +258,21 @@ pub async fn authorize(
         Ok(r) => r,
         Err(e) => return Ok((redirect_err(&e), Some(client))),
     };
+    // An org that requires MFA needs a second factor even from an SSO session opened
+    // elsewhere (step-up: the user signs in again, through the org's rules).
+    let org_needs_mfa = match client.org_id {
+        Some(o) => store::orgs::get(&mut c, o)
+            .await?
+            .is_some_and(|o| o.mfa_required),
+        None => false,
+    };
+    let session = session.filter(|s| {
+        !org_needs_mfa
+            || s.auth_methods
+                .0
+                .iter()
+                .any(|m| m == "mfa" || m == "otp" || m == "hwk")
+    });
     let view = match session {
         Some(s) => store::users::get(&mut c, s.user_id)
             .await?

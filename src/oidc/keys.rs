@@ -12,17 +12,17 @@ use crate::store::{self, Json};
 use chrono::{DateTime, Utc};
 use josekit::jwk::Jwk;
 use josekit::jws::JwsVerifier;
-use josekit::jws::{ES256, JwsSigner};
+use josekit::jws::{ES256, EdDSA, JwsSigner, RS256};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-/// The key that signs at `now`: among keys active by then and not yet retired, the one
-/// activated last.
-pub fn signing_key(rows: &[KeyRow], now: DateTime<Utc>) -> Option<&KeyRow> {
+/// The `alg` key that signs at `now`: among such keys active by then and not yet retired,
+/// the one activated last.
+pub fn signing_key<'a>(rows: &'a [KeyRow], alg: &str, now: DateTime<Utc>) -> Option<&'a KeyRow> {
     rows.iter()
-        .filter(|k| k.active_from <= now && k.retired_at.is_none_or(|r| r > now))
+        .filter(|k| k.alg == alg && k.active_from <= now && k.retired_at.is_none_or(|r| r > now))
         .max_by_key(|k| (k.active_from, k.created_at))
 }
 
@@ -46,28 +46,35 @@ pub fn jwks(rows: &[KeyRow], now: DateTime<Utc>) -> serde_json::Value {
 /// A key to retire: its id, when it stops signing, when it leaves the JWKS.
 pub type Retirement = (String, DateTime<Utc>, DateTime<Utc>);
 
-/// The row a rotation adds, and the retirement it sets on the keys it replaces.
+/// The row a rotation adds, and the retirement it sets on the keys (of the same algorithm)
+/// it replaces. The first key of an algorithm signs at once: no token of that algorithm
+/// exists yet, and no client can use it before it exists.
 pub fn plan_rotation(
     rows: &[KeyRow],
+    alg: &str,
     new_kid: &str,
     new_jwk: serde_json::Value,
     now: DateTime<Utc>,
     delay: chrono::Duration,
     longest_token: chrono::Duration,
 ) -> (KeyRow, Vec<Retirement>) {
-    let active_from = now + delay;
+    let same: Vec<&KeyRow> = rows
+        .iter()
+        .filter(|k| k.alg == alg && k.kid != new_kid)
+        .collect();
+    let active_from = if same.is_empty() { now } else { now + delay };
     let row = KeyRow {
         kid: new_kid.to_string(),
-        alg: "ES256".into(),
+        alg: alg.into(),
         public_jwk: Json(new_jwk),
         created_at: now,
         active_from,
         retired_at: None,
         published_until: None,
     };
-    let retire = rows
-        .iter()
-        .filter(|k| k.retired_at.is_none() && k.kid != new_kid)
+    let retire = same
+        .into_iter()
+        .filter(|k| k.retired_at.is_none())
         .map(|k| (k.kid.clone(), active_from, active_from + longest_token))
         .collect();
     (row, retire)
@@ -95,21 +102,25 @@ pub async fn record_existing(id: &Identity, keys_dir: &Path) -> Result<(), Ident
     Ok(())
 }
 
-/// Generates a key into `keys_dir` and schedules it (see the module comment). Audited as
-/// `signing_key.rotated`.
-pub async fn rotate(id: &Identity, keys_dir: &Path) -> Result<KeyRow, IdentityError> {
+/// Generates an `alg` key into `keys_dir` and schedules it (see the module comment).
+/// Audited as `signing_key.rotated`.
+pub async fn rotate(id: &Identity, keys_dir: &Path, alg: &str) -> Result<KeyRow, IdentityError> {
+    if !super::clients::ID_TOKEN_ALGS.contains(&alg) {
+        return Err(IdentityError::invalid("alg", "one of ES256, RS256, EdDSA"));
+    }
     record_existing(id, keys_dir).await?;
     let now = id.clock.now();
     let cfg = &id.config.oidc;
     let d = |d| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
     let longest = d(cfg.access_token_ttl.max(cfg.id_token_ttl)) + chrono::Duration::minutes(5);
-    let key = crate::keys::generate_es256(keys_dir)
-        .map_err(|e| IdentityError::Internal(e.to_string()))?;
+    let key =
+        crate::keys::generate(keys_dir, alg).map_err(|e| IdentityError::Internal(e.to_string()))?;
     let jwk = serde_json::Value::Object(key.public_jwk.as_ref().clone());
     let mut tx = id.db.begin().await?;
     let rows = store::signing_keys::list(&mut tx).await?;
     let (row, retire) = plan_rotation(
         &rows,
+        alg,
         &key.kid,
         jwk,
         now,
@@ -190,27 +201,31 @@ impl Keyring {
                 continue;
             }
             let pem = std::fs::read(&f.path).map_err(|e| IdentityError::Internal(e.to_string()))?;
-            let signer = ES256
-                .signer_from_pem(&pem)
-                .map_err(|e| IdentityError::Internal(e.to_string()))?;
-            s.signers.insert(
-                f.kid.clone(),
-                Arc::new(Signer {
-                    alg: f.alg,
-                    signer: Arc::new(signer),
-                }),
-            );
+            let err = |e: josekit::JoseError| IdentityError::Internal(e.to_string());
+            let signer: Arc<dyn JwsSigner> = match f.alg {
+                "RS256" => Arc::new(RS256.signer_from_pem(&pem).map_err(err)?),
+                "EdDSA" => Arc::new(EdDSA.signer_from_pem(&pem).map_err(err)?),
+                _ => Arc::new(ES256.signer_from_pem(&pem).map_err(err)?),
+            };
+            s.signers
+                .insert(f.kid.clone(), Arc::new(Signer { alg: f.alg, signer }));
         }
         for r in &rows {
-            if s.verifiers.contains_key(&r.kid) || r.alg != "ES256" {
+            if s.verifiers.contains_key(&r.kid) {
                 continue;
             }
             let Ok(jwk) = Jwk::from_map(r.public_jwk.0.as_object().cloned().unwrap_or_default())
             else {
                 continue;
             };
-            if let Ok(v) = ES256.verifier_from_jwk(&jwk) {
-                s.verifiers.insert(r.kid.clone(), Arc::new(v));
+            let v: Option<Arc<dyn JwsVerifier>> = match r.alg.as_str() {
+                "ES256" => ES256.verifier_from_jwk(&jwk).ok().map(|v| Arc::new(v) as _),
+                "RS256" => RS256.verifier_from_jwk(&jwk).ok().map(|v| Arc::new(v) as _),
+                "EdDSA" => EdDSA.verifier_from_jwk(&jwk).ok().map(|v| Arc::new(v) as _),
+                _ => None,
+            };
+            if let Some(v) = v {
+                s.verifiers.insert(r.kid.clone(), v);
             }
         }
         s.rows = rows;
@@ -225,13 +240,18 @@ impl Keyring {
         Ok(())
     }
 
-    /// The key to sign with now.
+    /// The ES256 key to sign with now (access tokens, and ID tokens by default).
     pub async fn active(&self, id: &Identity) -> Result<ActiveKey, IdentityError> {
+        self.active_for(id, "ES256").await
+    }
+
+    /// The `alg` key to sign with now.
+    pub async fn active_for(&self, id: &Identity, alg: &str) -> Result<ActiveKey, IdentityError> {
         self.fresh(id).await?;
         let now = id.clock.now();
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let row = signing_key(&s.rows, now)
-            .ok_or_else(|| IdentityError::Internal("no signing key is active".into()))?;
+        let row = signing_key(&s.rows, alg, now)
+            .ok_or_else(|| IdentityError::Internal(format!("no {alg} signing key is active")))?;
         let signer = s
             .signers
             .get(&row.kid)
@@ -289,23 +309,37 @@ mod tests {
         let mut rows = vec![row("old", 0)];
         let delay = chrono::Duration::seconds(3600);
         let longest = chrono::Duration::seconds(600);
-        let (new, retire) =
-            plan_rotation(&rows, "new", json!({"kid": "new"}), t(100), delay, longest);
+        let (new, retire) = plan_rotation(
+            &rows,
+            "ES256",
+            "new",
+            json!({"kid": "new"}),
+            t(100),
+            delay,
+            longest,
+        );
         assert_eq!(new.active_from, t(3700));
         assert_eq!(retire, vec![("old".to_string(), t(3700), t(4300))]);
         rows[0].retired_at = Some(t(3700));
         rows[0].published_until = Some(t(4300));
         rows.push(new);
         // Before activation: old signs, both published.
-        assert_eq!(signing_key(&rows, t(200)).unwrap().kid, "old");
+        assert_eq!(signing_key(&rows, "ES256", t(200)).unwrap().kid, "old");
         assert_eq!(published(&rows, t(200)).len(), 2);
         // After activation: new signs, old still published for its tokens' lifetime.
-        assert_eq!(signing_key(&rows, t(3700)).unwrap().kid, "new");
+        assert_eq!(signing_key(&rows, "ES256", t(3700)).unwrap().kid, "new");
         assert_eq!(published(&rows, t(4299)).len(), 2);
         // Then old leaves the JWKS.
         let p = published(&rows, t(4300));
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].kid, "new");
         assert_eq!(jwks(&rows, t(4300))["keys"][0]["kid"], "new");
+        // Another algorithm is rotated on its own; its first key signs at once.
+        let (ed, retire) = plan_rotation(&rows, "EdDSA", "ed", json!({}), t(5000), delay, longest);
+        assert!(retire.is_empty());
+        assert_eq!(ed.active_from, t(5000));
+        rows.push(ed);
+        assert_eq!(signing_key(&rows, "EdDSA", t(5000)).unwrap().kid, "ed");
+        assert_eq!(signing_key(&rows, "ES256", t(5000)).unwrap().kid, "new");
     }
 }

@@ -134,8 +134,15 @@ async fn tokens_for(
         }),
     )?;
     let id_token = if i.with_id_token && has_scope(&i.scopes, "openid") {
+        let id_key = if i.client.id_token_signed_response_alg == key.alg {
+            key.clone()
+        } else {
+            p.keyring
+                .active_for(id, &i.client.id_token_signed_response_alg)
+                .await?
+        };
         Some(jwt::sign(
-            &key,
+            &id_key,
             TYP_JWT,
             claims::id_token_claims(&IdToken {
                 issuer: &p.issuer,

@@ -40,7 +40,23 @@ async fn migrate_twice_and_admin_commands_print_json(db: TestDb) {
         assert_eq!(code, 0, "{err}");
         let v = json_line(&out);
         assert_eq!(v["database"], backend);
-        assert_eq!(v["migrations"], serde_json::json!([1]));
+        // Every migration in the source folders, once each, in order.
+        let applied: Vec<i64> = v["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_i64().unwrap())
+            .collect();
+        let mut expected: Vec<i64> =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite"))
+                .unwrap()
+                .map(|e| {
+                    let name = e.unwrap().file_name().into_string().unwrap();
+                    name.split('_').next().unwrap().parse().unwrap()
+                })
+                .collect();
+        expected.sort();
+        assert_eq!(applied, expected);
     }
 
     let (code, out, err) = run(&db, &["org", "create", "--name", "Acme Corp"], None);

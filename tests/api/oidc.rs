@@ -301,8 +301,15 @@ pub async fn verify_jwt(app: &TestApp, jwt: &str) -> (Value, Value) {
         .find(|k| k["kid"] == kid)
         .expect("signing key published");
     let jwk = josekit::jwk::Jwk::from_map(key.as_object().unwrap().clone()).unwrap();
-    let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
-    let (payload, _) = josekit::jwt::decode_with_verifier(jwt, &verifier).expect("valid signature");
+    assert_eq!(key["alg"], header["alg"]);
+    let verifier: Box<dyn josekit::jws::JwsVerifier> = match header["alg"].as_str().unwrap() {
+        "ES256" => Box::new(josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap()),
+        "RS256" => Box::new(josekit::jws::RS256.verifier_from_jwk(&jwk).unwrap()),
+        "EdDSA" => Box::new(josekit::jws::EdDSA.verifier_from_jwk(&jwk).unwrap()),
+        other => panic!("unexpected alg {other}"),
+    };
+    let (payload, _) =
+        josekit::jwt::decode_with_verifier(jwt, verifier.as_ref()).expect("valid signature");
     (header, Value::Object(payload.claims_set().clone()))
 }
 
@@ -340,7 +347,10 @@ async fn discovery_and_jwks_describe_the_provider(app: TestApp) {
         );
         assert_eq!(d["response_types_supported"], json!(["code"]));
         assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
-        assert_eq!(d["id_token_signing_alg_values_supported"], json!(["ES256"]));
+        assert_eq!(
+            d["id_token_signing_alg_values_supported"],
+            json!(["ES256", "RS256", "EdDSA"])
+        );
         assert_eq!(d["request_parameter_supported"], false);
         assert_eq!(d["authorization_response_iss_parameter_supported"], true);
         assert!(
@@ -1092,6 +1102,8 @@ mod more {
         forced_password_change_then_code,
         third_party_clients_ask_for_consent,
         keys_rotate_cli_publishes_the_new_key_first,
+        orgs_requiring_mfa_step_up_sso_sessions,
+        id_tokens_use_the_clients_algorithm,
     );
     on_both_databases!(rotation_signs_with_the_new_key_after_the_delay);
 
@@ -1399,7 +1411,9 @@ mod more {
             .unwrap();
         let ring = lintel::oidc::keys::Keyring::new(&dir);
         let old = ring.active(&id).await.unwrap().kid;
-        let new = lintel::oidc::keys::rotate(&id, &dir).await.unwrap();
+        let new = lintel::oidc::keys::rotate(&id, &dir, "ES256")
+            .await
+            .unwrap();
         ring.reload(&id).await.unwrap();
         assert_eq!(ring.active(&id).await.unwrap().kid, old);
         assert_eq!(
@@ -1436,6 +1450,101 @@ mod more {
         drop(c);
         id.db.close().await;
         db.drop_database().await;
+    }
+
+    async fn orgs_requiring_mfa_step_up_sso_sessions(app: TestApp) {
+        let s = setup(&app, true).await;
+        let id = &app.state.identity;
+        let org = orgs::create(id, "Strict", None).await.unwrap();
+        memberships::add(id, org.org_id, s.user_id, "member")
+            .await
+            .unwrap();
+        let (strict, _) = clients::create(
+            id,
+            NewClient {
+                name: "Strict app".into(),
+                org_id: Some(org.org_id),
+                redirect_uris: vec![REDIRECT.into()],
+                first_party: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let mut b = Browser::new(&app);
+        login_for_code(&mut b, &s, &[]).await;
+        // Without the org's MFA rule the SSO session is enough.
+        let p = b.get(&auth_path(&strict.client_id, &[])).await;
+        assert_eq!(p.status, 303, "{}", p.body);
+        lintel::identity::mfa::set_org_mfa_required(id, org.org_id, true)
+            .await
+            .unwrap();
+        // With it, a password-only session must sign in again (step-up).
+        let p = b.get(&auth_path(&strict.client_id, &[])).await;
+        assert_eq!(p.status, 200);
+        assert!(p.body.contains(r#"name="password""#));
+        let p = b
+            .get(&auth_path(&strict.client_id, &[("prompt", "none")]))
+            .await;
+        assert_eq!(
+            query_of(p.location.as_deref().unwrap())["error"],
+            "login_required"
+        );
+        app.finish().await;
+    }
+
+    async fn id_tokens_use_the_clients_algorithm(app: TestApp) {
+        let base = setup(&app, true).await;
+        let id = &app.state.identity;
+        let mk = |alg: &str| NewClient {
+            name: format!("{alg} app"),
+            redirect_uris: vec![REDIRECT.into()],
+            first_party: true,
+            id_token_signed_response_alg: Some(alg.into()),
+            ..Default::default()
+        };
+        // No EdDSA key yet: refused.
+        let e = clients::create(id, mk("EdDSA")).await.unwrap_err();
+        assert!(
+            matches!(&e, lintel::identity::IdentityError::Invalid { field, .. } if *field == "id_token_signed_response_alg"),
+            "{e:?}"
+        );
+        for alg in ["EdDSA", "RS256"] {
+            let k = lintel::oidc::keys::rotate(id, &app.test_db.keys_dir(), alg)
+                .await
+                .unwrap();
+            assert_eq!(k.alg, alg);
+        }
+        for alg in ["EdDSA", "RS256"] {
+            let (c, secret) = clients::create(id, mk(alg)).await.unwrap();
+            let s = Setup {
+                client_id: c.client_id,
+                secret: secret.unwrap().expose().clone(),
+                user_id: base.user_id,
+                email: base.email.clone(),
+            };
+            let mut b = Browser::new(&app);
+            let code = login_for_code(&mut b, &s, &[]).await;
+            let (st, t) = exchange(&app, &s, &code).await;
+            assert_eq!(st, 200, "{t}");
+            let (h, c) = verify_jwt(&app, t["id_token"].as_str().unwrap()).await;
+            assert_eq!(h["alg"], alg);
+            assert_eq!(c["aud"], s.client_id);
+            let (h, _) = verify_jwt(&app, t["access_token"].as_str().unwrap()).await;
+            assert_eq!(h["alg"], "ES256", "access tokens stay ES256");
+            // The ID token works as id_token_hint (verified with its own algorithm).
+            let p = b
+                .get(&auth_path(
+                    &s.client_id,
+                    &[
+                        ("prompt", "none"),
+                        ("id_token_hint", t["id_token"].as_str().unwrap()),
+                    ],
+                ))
+                .await;
+            assert!(query_of(p.location.as_deref().unwrap()).contains_key("code"));
+        }
+        app.finish().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
