@@ -39,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         .route("/login/mfa", post(login_mfa))
         .route("/login/password", post(login_password))
         .route("/consent", post(consent))
+        .route("/select-org", post(select_org))
         .route("/oauth2/token", post(token_endpoint))
         .route("/oauth2/userinfo", get(userinfo).post(userinfo))
         .route("/oauth2/introspect", post(introspect))
@@ -296,6 +297,24 @@ fn outcome_response(
                     email: login_hint.as_deref().unwrap_or(""),
                     client_name: Some(&client_name),
                     error: login_error,
+                },
+            ),
+        ),
+        Outcome::SelectOrg { client_name, orgs } => html(
+            StatusCode::OK,
+            web::render(
+                "org.html",
+                web::OrgPage {
+                    csrf,
+                    auth: &auth,
+                    client_name: &client_name,
+                    orgs: orgs
+                        .into_iter()
+                        .map(|(id, name)| web::OrgOption {
+                            id: id.to_string(),
+                            name,
+                        })
+                        .collect(),
                 },
             ),
         ),
@@ -671,6 +690,53 @@ async fn consent(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
         session.as_ref(),
         fresh,
         Some(allow),
+    )
+    .await
+    {
+        Ok((outcome, _)) => outcome_response(
+            &state,
+            outcome,
+            &auth_params,
+            &csrf,
+            false,
+            None,
+            StatusCode::OK,
+        ),
+        Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.description()),
+    }
+}
+
+/// `POST /select-org`: the organization picker's answer (choosing continues to the client,
+/// so it also answers a consent asked on the same request).
+async fn select_org(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let params = form(&body);
+    if !csrf_ok(&headers, &params) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The form expired. Go back and try again.",
+        );
+    }
+    let mut auth_params = form(field(&params, "auth").unwrap_or("").as_bytes());
+    auth_params.retain(|(k, _)| k != interaction::ORG_PARAM);
+    auth_params.push((
+        interaction::ORG_PARAM.to_string(),
+        field(&params, "org").unwrap_or("").to_string(),
+    ));
+    let session = match browser_session(&state, &headers).await {
+        Ok(s) => s,
+        Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.description()),
+    };
+    let fresh = session
+        .as_ref()
+        .is_some_and(|s| (state.identity.clock.now() - s.auth_time).num_seconds() < 600);
+    let (csrf, _) = csrf_token(&headers);
+    match interaction::authorize(
+        &state.identity,
+        &state.oidc,
+        &auth_params,
+        session.as_ref(),
+        fresh,
+        Some(true),
     )
     .await
     {

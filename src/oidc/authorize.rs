@@ -335,6 +335,7 @@ pub async fn issue_code(
     client: &OidcClient,
     req: &AuthRequest,
     session: &Session,
+    org_id: Option<Uuid>,
 ) -> Result<String, OidcError> {
     let now = id.clock.now();
     let code = new_token();
@@ -345,7 +346,7 @@ pub async fn issue_code(
         client_id: client.client_id.clone(),
         user_id: session.user_id,
         session_id: Some(session.session_id),
-        org_id: client.org_id.or(session.org_id),
+        org_id,
         redirect_uri: req.redirect_uri.clone(),
         scope: req.scope.join(" "),
         nonce: req.nonce.clone(),

@@ -219,6 +219,11 @@ pub enum Outcome {
         client_name: String,
         scopes: Vec<String>,
     },
+    /// Show the organization picker: (org id, name) of each org the user belongs to.
+    SelectOrg {
+        client_name: String,
+        orgs: Vec<(Uuid, String)>,
+    },
     /// Show an error page; never redirect.
     Page(PageError),
 }
@@ -346,10 +351,67 @@ pub async fn authorize(
             scopes: req.scope.clone(),
         },
         (Ok(authorize::Next::Issue), Some(s)) => {
-            Outcome::Redirect(authorize::issue_code(id, &p.issuer, &client, &req, s).await?)
+            match pick_org(id, &client, &req, params, s).await? {
+                OrgChoice::Use(org) => Outcome::Redirect(
+                    authorize::issue_code(id, &p.issuer, &client, &req, s, org).await?,
+                ),
+                OrgChoice::Ask(_) if req.prompt.iter().any(|x| x == "none") => redirect_err(
+                    &OidcError::InteractionRequired("the user must choose an organization".into()),
+                ),
+                OrgChoice::Ask(orgs) => Outcome::SelectOrg {
+                    client_name: client.name.clone(),
+                    orgs,
+                },
+            }
         }
     };
     Ok((outcome, Some(client)))
+}
+
+/// The parameter the organization picker adds to the authorization request (an RP may send
+/// it too, as a hint; it is honoured only for an org the user belongs to).
+pub const ORG_PARAM: &str = "lintel_org";
+
+enum OrgChoice {
+    Use(Option<Uuid>),
+    Ask(Vec<(Uuid, String)>),
+}
+
+/// The org a code is for: the client's; else, under the `org` scope, the one chosen (or the
+/// only one the user belongs to); else the session's.
+async fn pick_org(
+    id: &Identity,
+    client: &OidcClient,
+    req: &AuthRequest,
+    params: &[(String, String)],
+    session: &Session,
+) -> Result<OrgChoice, OidcError> {
+    if client.org_id.is_some() || !super::claims::has_scope(&req.scope, "org") {
+        return Ok(OrgChoice::Use(client.org_id.or(session.org_id)));
+    }
+    let mut c = id.db.conn().await.map_err(IdentityError::from)?;
+    let ms = store::memberships::list_for_user(&mut c, session.user_id).await?;
+    let chosen = params
+        .iter()
+        .find(|(k, _)| k == ORG_PARAM)
+        .and_then(|(_, v)| Uuid::parse_str(v).ok())
+        .filter(|o| ms.iter().any(|m| m.org_id == *o));
+    if let Some(o) = chosen {
+        return Ok(OrgChoice::Use(Some(o)));
+    }
+    match ms.len() {
+        0 => Ok(OrgChoice::Use(None)),
+        1 => Ok(OrgChoice::Use(Some(ms[0].org_id))),
+        _ => {
+            let mut orgs = Vec::with_capacity(ms.len());
+            for m in &ms {
+                if let Some(o) = store::orgs::get(&mut c, m.org_id).await? {
+                    orgs.push((o.org_id, o.org_name));
+                }
+            }
+            Ok(OrgChoice::Ask(orgs))
+        }
+    }
 }
 
 /// The client an authorization request names (for the login context), if it is valid.

@@ -12,6 +12,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("consent.html", include_str!("templates/consent.html")),
     ("error.html", include_str!("templates/error.html")),
     ("logout.html", include_str!("templates/logout.html")),
+    ("org.html", include_str!("templates/org.html")),
 ];
 
 fn env() -> &'static Environment<'static> {
@@ -61,6 +62,20 @@ pub struct ConsentPage<'a> {
     pub auth: &'a str,
     pub client_name: &'a str,
     pub scopes: Vec<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrgOption {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct OrgPage<'a> {
+    pub csrf: &'a str,
+    pub auth: &'a str,
+    pub client_name: &'a str,
+    pub orgs: Vec<OrgOption>,
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -1104,6 +1104,7 @@ mod more {
         keys_rotate_cli_publishes_the_new_key_first,
         orgs_requiring_mfa_step_up_sso_sessions,
         id_tokens_use_the_clients_algorithm,
+        the_org_scope_lets_members_of_several_orgs_choose,
     );
     on_both_databases!(rotation_signs_with_the_new_key_after_the_delay);
 
@@ -1544,6 +1545,86 @@ mod more {
                 .await;
             assert!(query_of(p.location.as_deref().unwrap()).contains_key("code"));
         }
+        app.finish().await;
+    }
+
+    async fn the_org_scope_lets_members_of_several_orgs_choose(app: TestApp) {
+        let id = &app.state.identity;
+        let base = setup(&app, true).await;
+        let (c, secret) = clients::create(
+            id,
+            NewClient {
+                name: "Multi".into(),
+                redirect_uris: vec![REDIRECT.into()],
+                scopes: Some(vec!["openid".into(), "org".into()]),
+                first_party: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let s = Setup {
+            client_id: c.client_id,
+            secret: secret.unwrap().expose().clone(),
+            ..base
+        };
+        let a = orgs::create(id, "Alpha", None).await.unwrap();
+        memberships::add(id, a.org_id, s.user_id, "member")
+            .await
+            .unwrap();
+        // One org: no question.
+        let mut b = Browser::new(&app);
+        let code = login_for_code(&mut b, &s, &[("scope", "openid org")]).await;
+        let (_, t) = exchange(&app, &s, &code).await;
+        let (_, claims) = verify_jwt(&app, t["id_token"].as_str().unwrap()).await;
+        assert_eq!(claims["org_id"], a.org_id.to_string());
+        // Two orgs: the picker, then the chosen org's claims.
+        let z = orgs::create(id, "Zulu", None).await.unwrap();
+        memberships::add(id, z.org_id, s.user_id, "admin")
+            .await
+            .unwrap();
+        let p = b
+            .get(&auth_path(&s.client_id, &[("scope", "openid org")]))
+            .await;
+        assert_eq!(p.status, 200, "{}", p.body);
+        assert!(p.body.contains("Alpha") && p.body.contains("Zulu"));
+        let none = b
+            .get(&auth_path(
+                &s.client_id,
+                &[("scope", "openid org"), ("prompt", "none")],
+            ))
+            .await;
+        assert_eq!(
+            query_of(none.location.as_deref().unwrap())["error"],
+            "interaction_required"
+        );
+        let (csrf, auth) = (hidden(&p.body, "csrf"), hidden(&p.body, "auth"));
+        let zid = z.org_id.to_string();
+        let done = b
+            .post(
+                "/select-org",
+                &[("org", zid.as_str()), ("csrf", &csrf), ("auth", &auth)],
+            )
+            .await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        let code = query_of(done.location.as_deref().unwrap())["code"].clone();
+        let (_, t) = exchange(&app, &s, &code).await;
+        let (_, claims) = verify_jwt(&app, t["id_token"].as_str().unwrap()).await;
+        assert_eq!(claims["org_id"], zid);
+        assert_eq!(claims["role"], "admin");
+        // An org the user is not in cannot be chosen.
+        let other = orgs::create(id, "Other", None)
+            .await
+            .unwrap()
+            .org_id
+            .to_string();
+        let p = b
+            .post(
+                "/select-org",
+                &[("org", other.as_str()), ("csrf", &csrf), ("auth", &auth)],
+            )
+            .await;
+        assert_eq!(p.status, 200, "the picker again");
         app.finish().await;
     }
 
