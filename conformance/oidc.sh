@@ -2,7 +2,8 @@
 # OpenID Connect conformance: two relying parties nobody here wrote drive a live
 # `lintel serve` end to end — openid-client v6 (npm) and Authlib (PyPI) — through
 # discovery, PKCE authorization, the hosted login form, code exchange with ID-token
-# validation, userinfo, refresh, revocation and logout (conformance/oidc/*).
+# validation, userinfo, refresh, revocation and logout (conformance/oidc/*); then checks
+# modelled on the OpenID Foundation's Basic OP and Config OP modules (oidf_checks.py).
 # Starts its own server on SQLite; exits non-zero on any failure; cleans up on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -65,7 +66,17 @@ created=$(run oidc-client create --name "Conformance RP" --first-party \
   --redirect-uri "$REDIRECT_URI" --post-logout-redirect-uri "$POST_LOGOUT_URI")
 CLIENT_ID=$(echo "$created" | field client_id)
 CLIENT_SECRET=$(echo "$created" | field client_secret)
-export ISSUER="$issuer" CLIENT_ID CLIENT_SECRET REDIRECT_URI POST_LOGOUT_URI EMAIL PASSWORD
+created=$(run oidc-client create --name "Post RP" --first-party --auth-method client_secret_post \
+  --redirect-uri "$REDIRECT_URI")
+POST_CLIENT_ID=$(echo "$created" | field client_id)
+POST_CLIENT_SECRET=$(echo "$created" | field client_secret)
+run keys rotate --alg RS256 >/dev/null
+created=$(run oidc-client create --name "RS256 RP" --first-party --id-token-alg RS256 \
+  --redirect-uri "$REDIRECT_URI")
+RS256_CLIENT_ID=$(echo "$created" | field client_id)
+RS256_CLIENT_SECRET=$(echo "$created" | field client_secret)
+export ISSUER="$issuer" CLIENT_ID CLIENT_SECRET REDIRECT_URI POST_LOGOUT_URI EMAIL PASSWORD \
+  POST_CLIENT_ID POST_CLIENT_SECRET RS256_CLIENT_ID RS256_CLIENT_SECRET
 
 step "lintel serve on ${issuer}"
 run serve >"${work}/server.log" 2>&1 &
@@ -86,6 +97,8 @@ step "openid-client v6"
 node "${node_dir}/openid_client_rp.mjs" || status=1
 step "Authlib"
 "${venv}/bin/python" conformance/oidc/authlib_rp.py || status=1
+step "OIDF Basic/Config OP style checks"
+"${venv}/bin/python" conformance/oidc/oidf_checks.py || status=1
 
 if grep -q "panicked\|internal error" "${work}/server.log"; then
   echo "FAIL: the server logged internal errors:" >&2

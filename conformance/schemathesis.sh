@@ -75,8 +75,10 @@ DOOMED_PERMISSION_ID=$(run role grant --org "$ORG_ID" --role doomed --permission
 run role grant --org "$ORG_ID" --role auditor --user "$USER_ID" >/dev/null
 run role inherit --org "$ORG_ID" --role auditor --from reader >/dev/null
 API_KEY_ID=$(run api-key create --user "$OWNER_ID" --org "$ORG_ID" --permission members:read | field api_key_id)
+CLIENT_ID=$(run oidc-client create --name "Conformance RP" --org "$ORG_ID" --redirect-uri https://rp.conformance.test/cb | field client_id)
+DOOMED_CLIENT_ID=$(run oidc-client create --name "Doomed RP" --redirect-uri https://rp.conformance.test/cb | field client_id)
 export ORG_ID USER_ID DOOMED_USER_ID LEAVER_ID ROLE_ID PARENT_ROLE_ID DOOMED_ROLE_ID \
-  PERMISSION_ID DOOMED_PERMISSION_ID API_KEY_ID
+  PERMISSION_ID DOOMED_PERMISSION_ID API_KEY_ID CLIENT_ID DOOMED_CLIENT_ID
 
 step "lintel serve on 127.0.0.1:${port}"
 run serve >"${work}/server.log" 2>&1 &
@@ -107,6 +109,7 @@ role_id = "${ROLE_ID}"
 parent_role_id = "${PARENT_ROLE_ID}"
 permission_id = "${PERMISSION_ID}"
 api_key_id = "${API_KEY_ID}"
+client_id = "${CLIENT_ID}"
 method = "password"
 domain = "conformance.test"
 
@@ -125,6 +128,10 @@ parameters = { role_id = "${DOOMED_ROLE_ID}" }
 [[operations]]
 include-operation-id = "delete_permission"
 parameters = { permission_id = "${DOOMED_PERMISSION_ID}" }
+
+[[operations]]
+include-operation-id = "delete_client"
+parameters = { client_id = "${DOOMED_CLIENT_ID}" }
 EOF
 
 step "schemathesis run (max ${MAX_EXAMPLES} examples per operation)"

@@ -79,6 +79,10 @@ pub enum OidcClientCommand {
         /// A first-party client: no consent page.
         #[arg(long)]
         first_party: bool,
+        /// ID token signing algorithm: ES256 (default), RS256 or EdDSA (a key of it must
+        /// exist: `lintel keys rotate --alg RS256`).
+        #[arg(long)]
+        id_token_alg: Option<String>,
     },
     /// List clients (of one org with --org).
     List {
@@ -427,6 +431,7 @@ async fn oidc_client_admin(id: &identity::Identity, cmd: OidcClientCommand) -> R
             scopes,
             auth_method,
             first_party,
+            id_token_alg,
         } => {
             let org_id = match org {
                 Some(o) => Some(identity::orgs::resolve(id, &o).await?.org_id),
@@ -442,7 +447,7 @@ async fn oidc_client_admin(id: &identity::Identity, cmd: OidcClientCommand) -> R
                 token_endpoint_auth_method: auth_method,
                 public,
                 first_party,
-                id_token_signed_response_alg: None,
+                id_token_signed_response_alg: id_token_alg,
             };
             let (client, secret) = clients::create(id, new).await?;
             let mut out = oidc_client_json(&client);
