@@ -83,6 +83,9 @@ pub enum OidcClientCommand {
         /// exist: `lintel keys rotate --alg RS256`).
         #[arg(long)]
         id_token_alg: Option<String>,
+        /// OIDC Back-Channel Logout endpoint of the client.
+        #[arg(long)]
+        backchannel_logout_uri: Option<String>,
     },
     /// List clients (of one org with --org).
     List {
@@ -432,6 +435,7 @@ async fn oidc_client_admin(id: &identity::Identity, cmd: OidcClientCommand) -> R
             auth_method,
             first_party,
             id_token_alg,
+            backchannel_logout_uri,
         } => {
             let org_id = match org {
                 Some(o) => Some(identity::orgs::resolve(id, &o).await?.org_id),
@@ -448,6 +452,7 @@ async fn oidc_client_admin(id: &identity::Identity, cmd: OidcClientCommand) -> R
                 public,
                 first_party,
                 id_token_signed_response_alg: id_token_alg,
+                backchannel_logout_uri,
             };
             let (client, secret) = clients::create(id, new).await?;
             let mut out = oidc_client_json(&client);

@@ -35,3 +35,5 @@ CREATE TABLE oidc_browser_sessions (
 );
 
 ALTER TABLE oidc_clients ADD COLUMN updated_at TEXT;
+-- OIDC Back-Channel Logout 1.0: where logout tokens are POSTed.
+ALTER TABLE oidc_clients ADD COLUMN backchannel_logout_uri TEXT;

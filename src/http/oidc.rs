@@ -1144,8 +1144,10 @@ async fn logout(
         ended.push(sid);
     }
     for sid in ended {
-        if let Err(e) = crate::oidc::session::end(&id, sid).await {
-            return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.description());
+        match crate::oidc::session::end(&id, sid).await {
+            Ok(Some(e)) => crate::oidc::session::notify_backchannel(&id, &state.oidc, e).await,
+            Ok(None) => {}
+            Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.description()),
         }
     }
     let mut r = match post_logout {

@@ -395,6 +395,7 @@ mod tests {
             enabled: true,
             created_at: DateTime::from_timestamp(0, 0).unwrap(),
             updated_at: None,
+            backchannel_logout_uri: None,
         }
     }
 

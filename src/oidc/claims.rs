@@ -215,6 +215,30 @@ pub fn access_token_claims(t: &AccessToken<'_>) -> Map<String, Value> {
     m
 }
 
+/// OIDC Back-Channel Logout 1.0 §2.4: the logout token's claims (never a `nonce`).
+pub fn logout_token_claims(
+    issuer: &str,
+    client_id: &str,
+    sub: Uuid,
+    sid: Uuid,
+    jti: Uuid,
+    now: DateTime<Utc>,
+) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("iss".into(), json!(issuer));
+    m.insert("aud".into(), json!(client_id));
+    m.insert("iat".into(), json!(now.timestamp()));
+    m.insert("exp".into(), json!(now.timestamp() + 120));
+    m.insert("jti".into(), json!(jti.to_string()));
+    m.insert("sub".into(), json!(sub.to_string()));
+    m.insert("sid".into(), json!(sid.to_string()));
+    m.insert(
+        "events".into(),
+        json!({ "http://schemas.openid.net/event/backchannel-logout": {} }),
+    );
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +354,23 @@ mod tests {
         assert_eq!(c["roles"], json!(["admin", "member"]));
         assert_eq!(c["permissions"], json!(["org:read"]));
         assert_eq!(c["act"]["sub"], Uuid::from_u128(5).to_string());
+    }
+
+    #[test]
+    fn logout_tokens_name_the_session_and_the_event() {
+        let c = logout_token_claims(
+            "https://id.example",
+            "c1",
+            Uuid::from_u128(1),
+            Uuid::from_u128(2),
+            Uuid::from_u128(3),
+            t0(),
+        );
+        assert_eq!(c["aud"], "c1");
+        assert_eq!(c["sid"], Uuid::from_u128(2).to_string());
+        assert!(c["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object());
+        assert!(c.get("nonce").is_none());
+        assert_eq!(c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap(), 120);
     }
 
     #[test]

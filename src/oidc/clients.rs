@@ -72,6 +72,8 @@ pub struct NewClient {
     pub public: bool,
     pub first_party: bool,
     pub id_token_signed_response_alg: Option<String>,
+    /// OIDC Back-Channel Logout 1.0: where logout tokens are POSTed.
+    pub backchannel_logout_uri: Option<String>,
 }
 
 /// A change to a client; `None` leaves a field as it is.
@@ -85,6 +87,23 @@ pub struct ClientPatch {
     pub first_party: Option<bool>,
     pub enabled: Option<bool>,
     pub id_token_signed_response_alg: Option<String>,
+    /// `Some("")` removes it.
+    pub backchannel_logout_uri: Option<String>,
+}
+
+fn check_backchannel(uri: Option<String>) -> Result<Option<String>, IdentityError> {
+    match uri.filter(|u| !u.is_empty()) {
+        None => Ok(None),
+        Some(u) => {
+            // Back-Channel Logout §2.2: an absolute https (or loopback http) URL.
+            let web = u.starts_with("https://") || u.starts_with("http://");
+            match check_redirect_uri(&u) {
+                Ok(()) if web => Ok(Some(u)),
+                Ok(()) => Err(invalid("backchannel_logout_uri", "must be an http(s) URL")),
+                Err(why) => Err(invalid("backchannel_logout_uri", why)),
+            }
+        }
+    }
 }
 
 /// Whether the client is public (authenticates with nothing; RFC 6749 §2.1).
@@ -311,6 +330,7 @@ pub async fn create(
         enabled: true,
         created_at: id.clock.now(),
         updated_at: None,
+        backchannel_logout_uri: check_backchannel(new.backchannel_logout_uri)?,
     };
     check_consistency(&client)?;
     let mut tx = id.db.begin().await?;
@@ -404,6 +424,9 @@ pub async fn update(
     }
     if let Some(e) = patch.enabled {
         after.enabled = e;
+    }
+    if let Some(u) = patch.backchannel_logout_uri {
+        after.backchannel_logout_uri = check_backchannel(Some(u))?;
     }
     check_consistency(&after)?;
     check_alg_has_key(&mut tx, &after.id_token_signed_response_alg).await?;

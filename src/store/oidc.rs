@@ -23,16 +23,19 @@ pub struct OidcClient {
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// OIDC Back-Channel Logout 1.0 endpoint of the client, if any.
+    pub backchannel_logout_uri: Option<String>,
 }
 
 const CLIENT_COLUMNS: &str = "client_id, org_id, name, secret_hash, redirect_uris, \
     post_logout_redirect_uris, grant_types, scopes, token_endpoint_auth_method, \
-    id_token_signed_response_alg, first_party, jwks, enabled, created_at, updated_at";
+    id_token_signed_response_alg, first_party, jwks, enabled, created_at, updated_at, \
+    backchannel_logout_uri";
 
 pub async fn insert_client(a: &mut impl Access, k: &OidcClient) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO oidc_clients ({CLIENT_COLUMNS})
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
     );
     with_conn!(a, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&k.client_id)
@@ -50,6 +53,7 @@ pub async fn insert_client(a: &mut impl Access, k: &OidcClient) -> Result<(), St
         .bind(k.enabled)
         .bind(k.created_at)
         .bind(k.updated_at)
+        .bind(&k.backchannel_logout_uri)
         .execute(&mut *c)
         .await?
         .rows_affected());
@@ -62,7 +66,8 @@ pub async fn update_client(a: &mut impl Access, k: &OidcClient) -> Result<bool, 
         "UPDATE oidc_clients SET name = $2, secret_hash = $3, redirect_uris = $4,
              post_logout_redirect_uris = $5, grant_types = $6, scopes = $7,
              token_endpoint_auth_method = $8, id_token_signed_response_alg = $9,
-             first_party = $10, jwks = $11, enabled = $12, updated_at = $13
+             first_party = $10, jwks = $11, enabled = $12, updated_at = $13,
+             backchannel_logout_uri = $14
          WHERE client_id = $1"
     )
     .bind(&k.client_id)
@@ -78,6 +83,7 @@ pub async fn update_client(a: &mut impl Access, k: &OidcClient) -> Result<bool, 
     .bind(&k.jwks)
     .bind(k.enabled)
     .bind(k.updated_at)
+    .bind(&k.backchannel_logout_uri)
     .execute(&mut *c)
     .await?
     .rows_affected());
@@ -271,6 +277,22 @@ pub async fn grant_by_code(
     Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(code_hash)
         .fetch_optional(&mut *c)
+        .await?))
+}
+
+/// The clients that hold grants made from a browser session.
+pub async fn clients_of_browser_session(
+    a: &mut impl Access,
+    browser_session_id: Uuid,
+) -> Result<Vec<OidcClient>, StoreError> {
+    let sql = format!(
+        "SELECT {CLIENT_COLUMNS} FROM oidc_clients WHERE client_id IN
+             (SELECT client_id FROM oidc_grants WHERE browser_session_id = $1)
+         ORDER BY client_id"
+    );
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(browser_session_id)
+        .fetch_all(&mut *c)
         .await?))
 }
 

@@ -1629,6 +1629,86 @@ mod more {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn logout_sends_back_channel_logout_tokens() {
+        use std::sync::{Arc, Mutex};
+        let received: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = received.clone();
+        let rp = axum::Router::new().route(
+            "/rp/backchannel",
+            axum::routing::post(move |body: String| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push(body);
+                    "ok"
+                }
+            }),
+        );
+        let app = spawn_app_with(
+            crate::helpers::Backend::Sqlite,
+            "oidc::backchannel",
+            Spawn {
+                env: &[],
+                extra: Some(rp),
+            },
+        )
+        .await
+        .unwrap();
+        let s = setup(&app, true).await;
+        // Not a URL: refused.
+        let bad = clients::update(
+            &app.state.identity,
+            &s.client_id,
+            clients::ClientPatch {
+                backchannel_logout_uri: Some("com.example.app:/logout".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(bad.is_err());
+        clients::update(
+            &app.state.identity,
+            &s.client_id,
+            clients::ClientPatch {
+                backchannel_logout_uri: Some(app.url("/rp/backchannel")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let mut b = Browser::new(&app);
+        let code = login_for_code(&mut b, &s, &[]).await;
+        let (_, t) = exchange(&app, &s, &code).await;
+        let (_, idt) = verify_jwt(&app, t["id_token"].as_str().unwrap()).await;
+        let out = b
+            .get(&format!(
+                "/oauth2/logout?id_token_hint={}",
+                t["id_token"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(out.status, 200, "signed-out page");
+        let mut body = None;
+        for _ in 0..100 {
+            if let Some(b) = received.lock().unwrap().first().cloned() {
+                body = Some(b);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let body = body.expect("a logout token was POSTed");
+        let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        let (h, c) = verify_jwt(&app, &form["logout_token"]).await;
+        assert_eq!(h["typ"], "logout+jwt");
+        assert_eq!(c["aud"], s.client_id);
+        assert_eq!(c["sid"], idt["sid"]);
+        assert_eq!(c["sub"], s.user_id.to_string());
+        assert!(c["events"]["http://schemas.openid.net/event/backchannel-logout"].is_object());
+        assert!(c.get("nonce").is_none());
+        app.finish().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_login_form_is_rate_limited_per_ip() {
         let app = spawn_app_with(
             crate::helpers::Backend::Sqlite,

@@ -41,6 +41,8 @@ pub struct OidcClient {
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// OIDC Back-Channel Logout 1.0 endpoint.
+    pub backchannel_logout_uri: Option<String>,
 }
 
 impl From<Row> for OidcClient {
@@ -59,6 +61,7 @@ impl From<Row> for OidcClient {
             enabled: c.enabled,
             created_at: c.created_at,
             updated_at: c.updated_at,
+            backchannel_logout_uri: c.backchannel_logout_uri,
         }
     }
 }
@@ -132,8 +135,10 @@ pub struct CreateClient {
     pub public: bool,
     #[serde(default)]
     pub first_party: bool,
-    /// Only `ES256` for now.
+    /// `ES256` (default), `RS256` or `EdDSA` (once a key of it exists).
     pub id_token_signed_response_alg: Option<String>,
+    /// Where logout tokens are POSTed (OIDC Back-Channel Logout 1.0).
+    pub backchannel_logout_uri: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -176,6 +181,7 @@ pub async fn create_client(
         public: body.public,
         first_party: body.first_party,
         id_token_signed_response_alg: body.id_token_signed_response_alg,
+        backchannel_logout_uri: body.backchannel_logout_uri,
     };
     let (client, secret) = clients::create(&caller.id, new).await?;
     Ok((
@@ -222,6 +228,8 @@ pub struct UpdateClient {
     /// Disabled clients cannot authorize, authenticate or use their tokens.
     pub enabled: Option<bool>,
     pub id_token_signed_response_alg: Option<String>,
+    /// An empty string removes it.
+    pub backchannel_logout_uri: Option<String>,
 }
 
 #[utoipa::path(patch, path = "/oidc-clients/{client_id}", tag = "oidc-clients",
@@ -243,6 +251,7 @@ pub async fn update_client(
         first_party: body.first_party,
         enabled: body.enabled,
         id_token_signed_response_alg: body.id_token_signed_response_alg,
+        backchannel_logout_uri: body.backchannel_logout_uri,
     };
     Ok(axum::Json(
         clients::update(&caller.id, &client_id, patch).await?.into(),
