@@ -52,41 +52,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum OidcClientCommand {
     /// Register a client; prints it with its secret (`client_secret`, shown once).
-    Create {
-        #[arg(long)]
-        name: String,
-        /// Exact redirect URI (repeatable).
-        #[arg(long = "redirect-uri")]
-        redirect_uris: Vec<String>,
-        /// Post-logout redirect URI (repeatable).
-        #[arg(long = "post-logout-redirect-uri")]
-        post_logout_redirect_uris: Vec<String>,
-        /// A public client (native or browser app): no secret, PKCE required.
-        #[arg(long)]
-        public: bool,
-        /// Bind the client to an organization (id or url_safe_org_name).
-        #[arg(long)]
-        org: Option<String>,
-        /// Allowed grant type (repeatable; default authorization_code and refresh_token).
-        #[arg(long = "grant-type")]
-        grant_types: Vec<String>,
-        /// Allowed scope (repeatable; default openid profile email offline_access).
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-        /// client_secret_basic (default), client_secret_post, or none (public).
-        #[arg(long)]
-        auth_method: Option<String>,
-        /// A first-party client: no consent page.
-        #[arg(long)]
-        first_party: bool,
-        /// ID token signing algorithm: ES256 (default), RS256 or EdDSA (a key of it must
-        /// exist: `lintel keys rotate --alg RS256`).
-        #[arg(long)]
-        id_token_alg: Option<String>,
-        /// OIDC Back-Channel Logout endpoint of the client.
-        #[arg(long)]
-        backchannel_logout_uri: Option<String>,
-    },
+    Create(Box<CreateClientArgs>),
     /// List clients (of one org with --org).
     List {
         #[arg(long)]
@@ -109,6 +75,46 @@ pub enum OidcClientCommand {
         #[arg(long)]
         id: String,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateClientArgs {
+    #[arg(long)]
+    name: String,
+    /// Exact redirect URI (repeatable).
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+    /// Post-logout redirect URI (repeatable).
+    #[arg(long = "post-logout-redirect-uri")]
+    post_logout_redirect_uris: Vec<String>,
+    /// A public client (native or browser app): no secret, PKCE required.
+    #[arg(long)]
+    public: bool,
+    /// Bind the client to an organization (id or url_safe_org_name).
+    #[arg(long)]
+    org: Option<String>,
+    /// Allowed grant type (repeatable; default authorization_code and refresh_token).
+    #[arg(long = "grant-type")]
+    grant_types: Vec<String>,
+    /// Allowed scope (repeatable; default openid profile email offline_access).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// client_secret_basic (default), client_secret_post, or none (public).
+    #[arg(long)]
+    auth_method: Option<String>,
+    /// A first-party client: no consent page.
+    #[arg(long)]
+    first_party: bool,
+    /// ID token signing algorithm: ES256 (default), RS256 or EdDSA (a key of it must
+    /// exist: `lintel keys rotate --alg RS256`).
+    #[arg(long)]
+    id_token_alg: Option<String>,
+    /// OIDC Back-Channel Logout endpoint of the client.
+    #[arg(long)]
+    backchannel_logout_uri: Option<String>,
+    /// A JWK Set file with the client's public keys (with --auth-method private_key_jwt).
+    #[arg(long)]
+    jwks_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -424,19 +430,31 @@ async fn oidc_client_admin(id: &identity::Identity, cmd: OidcClientCommand) -> R
     use crate::oidc::clients;
     let non_empty = |v: Vec<String>| (!v.is_empty()).then_some(v);
     match cmd {
-        OidcClientCommand::Create {
-            name,
-            redirect_uris,
-            post_logout_redirect_uris,
-            public,
-            org,
-            grant_types,
-            scopes,
-            auth_method,
-            first_party,
-            id_token_alg,
-            backchannel_logout_uri,
-        } => {
+        OidcClientCommand::Create(args) => {
+            let CreateClientArgs {
+                name,
+                redirect_uris,
+                post_logout_redirect_uris,
+                public,
+                org,
+                grant_types,
+                scopes,
+                auth_method,
+                first_party,
+                id_token_alg,
+                backchannel_logout_uri,
+                jwks_file,
+            } = *args;
+            let jwks = match jwks_file {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p)
+                        .map_err(|e| Failure::Command(format!("{}: {e}", p.display())))?;
+                    Some(serde_json::from_str(&text).map_err(|e| {
+                        Failure::Command(format!("{}: not JSON ({e})", p.display()))
+                    })?)
+                }
+                None => None,
+            };
             let org_id = match org {
                 Some(o) => Some(identity::orgs::resolve(id, &o).await?.org_id),
                 None => None,
@@ -453,6 +471,7 @@ async fn oidc_client_admin(id: &identity::Identity, cmd: OidcClientCommand) -> R
                 first_party,
                 id_token_signed_response_alg: id_token_alg,
                 backchannel_logout_uri,
+                jwks,
             };
             let (client, secret) = clients::create(id, new).await?;
             let mut out = oidc_client_json(&client);

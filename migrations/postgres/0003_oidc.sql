@@ -37,3 +37,12 @@ CREATE TABLE oidc_browser_sessions (
 ALTER TABLE oidc_clients ADD COLUMN updated_at timestamptz;
 -- OIDC Back-Channel Logout 1.0: where logout tokens are POSTed.
 ALTER TABLE oidc_clients ADD COLUMN backchannel_logout_uri text;
+
+-- RFC 7523 client assertions already used (`jti`, hashed), kept until they expire, so an
+-- assertion cannot be replayed.
+CREATE TABLE oidc_client_assertions (
+    jti_hash   text NOT NULL PRIMARY KEY,
+    client_id  text NOT NULL REFERENCES oidc_clients (client_id) ON DELETE CASCADE,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX oidc_client_assertions_expires_at_idx ON oidc_client_assertions (expires_at);

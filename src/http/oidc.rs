@@ -770,6 +770,43 @@ fn client_credentials(
         .map(|(_, b)| b.trim().to_string());
     let form_secret = field(params, "client_secret");
     let form_id = field(params, "client_id");
+    // RFC 7523 §2.2: private_key_jwt.
+    if let Some(assertion) = field(params, "client_assertion") {
+        if field(params, "client_assertion_type") != Some(clients::ASSERTION_TYPE) {
+            return Err(OidcError::invalid_request(
+                "unsupported client_assertion_type",
+            ));
+        }
+        if basic.is_some() || form_secret.is_some() {
+            return Err(OidcError::invalid_request(
+                "use one client authentication method",
+            ));
+        }
+        let iss = josekit::jwt::decode_header(assertion)
+            .ok()
+            .and(assertion.split('.').nth(1))
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("iss").and_then(|i| i.as_str()).map(String::from));
+        let client_id = match (form_id, iss) {
+            (Some(f), Some(i)) if f != i => {
+                return Err(OidcError::invalid_client(
+                    "client_id differs from the assertion",
+                ));
+            }
+            (Some(f), _) => f.to_string(),
+            (None, Some(i)) => i,
+            (None, None) => return Err(OidcError::invalid_client("malformed client assertion")),
+        };
+        return Ok(ClientCredentials::Jwt {
+            client_id,
+            assertion: assertion.to_string(),
+        });
+    }
     if let Some(b) = basic {
         if form_secret.is_some() {
             return Err(OidcError::invalid_request(
@@ -846,7 +883,14 @@ async fn authenticated_client(
             retry_after_secs: d.retry_after_secs.unwrap_or(d.reset_after_secs),
         });
     }
-    let client = clients::authenticate(&state.identity, &creds).await?;
+    let endpoints = [
+        state.oidc.url("/oauth2/token"),
+        state.oidc.url("/oauth2/introspect"),
+        state.oidc.url("/oauth2/revoke"),
+        state.oidc.issuer.clone(),
+    ];
+    let audiences: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+    let client = clients::authenticate(&state.identity, &creds, &audiences).await?;
     Ok((params, client, Some(d)))
 }
 

@@ -28,9 +28,59 @@ pub const GRANT_TYPES: &[&str] = &[
 /// `org_slug`, `role`, `roles`, `permissions`) of the org the login is for.
 pub const SCOPES: &[&str] = &["openid", "profile", "email", "offline_access", "org"];
 
-/// Client authentication methods implemented (RFC 7591 §2 names). `private_key_jwt` is
-/// accepted by the schema but not implemented yet, so it cannot be registered.
-pub const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
+/// Client authentication methods implemented (RFC 7591 §2 names; `private_key_jwt` is
+/// RFC 7523 §2.2 with the client's registered `jwks`).
+pub const AUTH_METHODS: &[&str] = &[
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "none",
+];
+
+/// RFC 7523 §2.2 `client_assertion_type`.
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A client's registered JWK Set for `private_key_jwt`: public keys only, of a supported
+/// algorithm (ES256 on P-256, RS256, EdDSA on Ed25519), at most 10.
+pub fn check_jwks(v: &serde_json::Value) -> Result<(), String> {
+    let keys = v
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or("must be a JWK Set ({\"keys\": [...]})")?;
+    if keys.is_empty() || keys.len() > 10 {
+        return Err("must hold 1 to 10 keys".into());
+    }
+    for k in keys {
+        let map = k.as_object().ok_or("each key must be an object")?;
+        if ["d", "p", "q", "dp", "dq", "qi", "k"]
+            .iter()
+            .any(|f| map.contains_key(*f))
+        {
+            return Err("keys must be public (no private members)".into());
+        }
+        let jwk = josekit::jwk::Jwk::from_map(map.clone()).map_err(|e| e.to_string())?;
+        if verifier_for(&jwk).is_none() {
+            return Err("each key must be an EC P-256, RSA or Ed25519 signing key".into());
+        }
+    }
+    Ok(())
+}
+
+/// A verifier for a client's public key, by its key type (and `alg` when given).
+pub fn verifier_for(jwk: &josekit::jwk::Jwk) -> Option<Box<dyn josekit::jws::JwsVerifier>> {
+    use josekit::jws::{ES256, EdDSA, RS256};
+    let alg = jwk.algorithm();
+    match (jwk.key_type(), alg) {
+        ("EC", None | Some("ES256")) => ES256.verifier_from_jwk(jwk).ok().map(|v| Box::new(v) as _),
+        ("RSA", None | Some("RS256")) => {
+            RS256.verifier_from_jwk(jwk).ok().map(|v| Box::new(v) as _)
+        }
+        ("OKP", None | Some("EdDSA")) => {
+            EdDSA.verifier_from_jwk(jwk).ok().map(|v| Box::new(v) as _)
+        }
+        _ => None,
+    }
+}
 
 /// Signing algorithms available for ID tokens (RS256 and EdDSA once a key of theirs exists:
 /// `lintel keys rotate --alg RS256`).
@@ -74,6 +124,8 @@ pub struct NewClient {
     pub id_token_signed_response_alg: Option<String>,
     /// OIDC Back-Channel Logout 1.0: where logout tokens are POSTed.
     pub backchannel_logout_uri: Option<String>,
+    /// The public keys of a `private_key_jwt` client (a JWK Set).
+    pub jwks: Option<serde_json::Value>,
 }
 
 /// A change to a client; `None` leaves a field as it is.
@@ -89,6 +141,8 @@ pub struct ClientPatch {
     pub id_token_signed_response_alg: Option<String>,
     /// `Some("")` removes it.
     pub backchannel_logout_uri: Option<String>,
+    /// New public keys of a `private_key_jwt` client.
+    pub jwks: Option<serde_json::Value>,
 }
 
 fn check_backchannel(uri: Option<String>) -> Result<Option<String>, IdentityError> {
@@ -310,7 +364,21 @@ pub async fn create(
         std::slice::from_ref(&alg),
         ID_TOKEN_ALGS,
     )?;
-    let secret = (method != "none").then(new_token);
+    let jwks = match (&new.jwks, method.as_str()) {
+        (Some(j), "private_key_jwt") => {
+            check_jwks(j).map_err(|why| invalid("jwks", why))?;
+            Some(crate::store::Json(j.clone()))
+        }
+        (None, "private_key_jwt") => {
+            return Err(invalid(
+                "jwks",
+                "private_key_jwt needs the client's public keys",
+            ));
+        }
+        (Some(_), _) => return Err(invalid("jwks", "only for private_key_jwt clients")),
+        (None, _) => None,
+    };
+    let secret = (method != "none" && method != "private_key_jwt").then(new_token);
     let client = OidcClient {
         client_id: Uuid::now_v7().to_string(),
         org_id: new.org_id,
@@ -326,7 +394,7 @@ pub async fn create(
         token_endpoint_auth_method: method,
         id_token_signed_response_alg: alg,
         first_party: new.first_party,
-        jwks: None,
+        jwks,
         enabled: true,
         created_at: id.clock.now(),
         updated_at: None,
@@ -428,6 +496,13 @@ pub async fn update(
     if let Some(u) = patch.backchannel_logout_uri {
         after.backchannel_logout_uri = check_backchannel(Some(u))?;
     }
+    if let Some(j) = patch.jwks {
+        if after.token_endpoint_auth_method != "private_key_jwt" {
+            return Err(invalid("jwks", "only for private_key_jwt clients"));
+        }
+        check_jwks(&j).map_err(|why| invalid("jwks", why))?;
+        after.jwks = Some(crate::store::Json(j));
+    }
     check_consistency(&after)?;
     check_alg_has_key(&mut tx, &after.id_token_signed_response_alg).await?;
     after.updated_at = Some(id.clock.now());
@@ -458,10 +533,10 @@ pub async fn rotate_secret(
     let mut client = store::oidc::get_client(&mut tx, client_id)
         .await?
         .ok_or(IdentityError::NotFound { what: "client" })?;
-    if is_public(&client) {
+    if client.secret_hash.is_none() {
         return Err(invalid(
             "token_endpoint_auth_method",
-            "a public client has no secret",
+            "this client has no secret (public or private_key_jwt)",
         ));
     }
     let secret = new_token();
@@ -498,6 +573,11 @@ pub enum ClientCredentials {
     Post { client_id: String, secret: String },
     /// Only `client_id` (public clients).
     None { client_id: String },
+    /// An RFC 7523 client assertion (`private_key_jwt`).
+    Jwt {
+        client_id: String,
+        assertion: String,
+    },
 }
 
 impl ClientCredentials {
@@ -505,7 +585,8 @@ impl ClientCredentials {
         match self {
             ClientCredentials::Basic { client_id, .. }
             | ClientCredentials::Post { client_id, .. }
-            | ClientCredentials::None { client_id } => client_id,
+            | ClientCredentials::None { client_id }
+            | ClientCredentials::Jwt { client_id, .. } => client_id,
         }
     }
 }
@@ -517,11 +598,107 @@ pub fn secret_matches(hash: Option<&str>, presented: &str) -> bool {
     bool::from(presented.as_bytes().ct_eq(hash.as_bytes()))
 }
 
-/// Authenticates a client by its registered method (RFC 6749 §2.3). Unknown, disabled, or
-/// wrongly authenticated clients are all `invalid_client`.
+/// RFC 7523 §3: checks a client assertion's claims (signature already verified): `iss` and
+/// `sub` are the client, `aud` names the token endpoint or the issuer, `exp` is in the
+/// future and at most an hour away, `jti` is present. Returns (jti, exp).
+pub fn check_assertion_claims(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    client_id: &str,
+    audiences: &[&str],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(String, chrono::DateTime<chrono::Utc>), String> {
+    let s = |k: &str| claims.get(k).and_then(|v| v.as_str());
+    if s("iss") != Some(client_id) || s("sub") != Some(client_id) {
+        return Err("iss and sub must be the client_id".into());
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(serde_json::Value::String(a)) => audiences.contains(&a.as_str()),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .any(|x| x.as_str().is_some_and(|x| audiences.contains(&x))),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err("aud must name the token endpoint".into());
+    }
+    let exp = claims
+        .get("exp")
+        // RFC 7519 §2: a NumericDate may have a fraction.
+        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+        .and_then(|e| chrono::DateTime::from_timestamp(e, 0))
+        .ok_or("exp is required")?;
+    if exp <= now || exp > now + chrono::Duration::hours(1) {
+        return Err("exp must be in the next hour".into());
+    }
+    let jti = s("jti")
+        .filter(|j| !j.is_empty() && j.len() <= 256)
+        .ok_or("jti is required")?;
+    Ok((jti.to_string(), exp))
+}
+
+/// Verifies a `private_key_jwt` assertion against the client's registered keys and
+/// records its `jti` (a replay fails).
+async fn verify_assertion(
+    id: &Identity,
+    client: &OidcClient,
+    assertion: &str,
+    audiences: &[&str],
+) -> Result<(), OidcError> {
+    let bad = |why: &str| OidcError::invalid_client(format!("client assertion: {why}"));
+    let keys = client
+        .jwks
+        .as_ref()
+        .and_then(|j| j.0.get("keys").and_then(|k| k.as_array()).cloned())
+        .unwrap_or_default();
+    let header = josekit::jwt::decode_header(assertion).map_err(|_| bad("malformed"))?;
+    let kid = header.claim("kid").and_then(|v| v.as_str());
+    let alg = header.claim("alg").and_then(|v| v.as_str());
+    let mut verified = None;
+    for k in &keys {
+        let Some(map) = k.as_object() else { continue };
+        let Ok(jwk) = josekit::jwk::Jwk::from_map(map.clone()) else {
+            continue;
+        };
+        if kid.is_some() && jwk.key_id() != kid {
+            continue;
+        }
+        let Some(v) = verifier_for(&jwk) else {
+            continue;
+        };
+        if alg != Some(v.algorithm().name()) {
+            continue;
+        }
+        if let Ok((payload, _)) = josekit::jwt::decode_with_verifier(assertion, v.as_ref()) {
+            verified = Some(payload.claims_set().clone());
+            break;
+        }
+    }
+    let claims = verified.ok_or_else(|| bad("no registered key verifies it"))?;
+    let now = id.clock.now();
+    let (jti, exp) =
+        check_assertion_claims(&claims, &client.client_id, audiences, now).map_err(|w| bad(&w))?;
+    let mut c = id.db.conn().await.map_err(IdentityError::from)?;
+    let _ = store::oidc::purge_assertions(&mut c, now).await;
+    if !store::oidc::use_assertion(
+        &mut c,
+        &hash_token(&format!("{}\u{0}{jti}", client.client_id)),
+        &client.client_id,
+        exp,
+    )
+    .await?
+    {
+        return Err(bad("already used (jti)"));
+    }
+    Ok(())
+}
+
+/// Authenticates a client by its registered method (RFC 6749 §2.3, RFC 7523 §2.2).
+/// Unknown, disabled, or wrongly authenticated clients are all `invalid_client`.
+/// `audiences`: what a client assertion's `aud` may name (the endpoint URL, the issuer).
 pub async fn authenticate(
     id: &Identity,
     creds: &ClientCredentials,
+    audiences: &[&str],
 ) -> Result<OidcClient, OidcError> {
     let bad = || OidcError::invalid_client("client authentication failed");
     let mut c = id.db.conn().await?;
@@ -538,6 +715,10 @@ pub async fn authenticate(
             secret_matches(client.secret_hash.as_deref(), secret)
         }
         (ClientCredentials::None { .. }, "none") => true,
+        (ClientCredentials::Jwt { assertion, .. }, "private_key_jwt") => {
+            verify_assertion(id, &client, assertion, audiences).await?;
+            true
+        }
         _ => false,
     };
     if ok { Ok(client) } else { Err(bad()) }

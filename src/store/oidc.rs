@@ -384,3 +384,42 @@ pub async fn is_browser_session(a: &mut impl Access, session_id: Uuid) -> Result
     .await?);
     Ok(n > 0)
 }
+
+// ---------------------------------------------------------------------------------------
+// Client assertions (RFC 7523)
+
+/// Records a used assertion id; false when it was already used (a replay).
+pub async fn use_assertion(
+    a: &mut impl Access,
+    jti_hash: &str,
+    client_id: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| {
+        sqlx::query(
+        "INSERT INTO oidc_client_assertions (jti_hash, client_id, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (jti_hash) DO NOTHING"
+    )
+    .bind(jti_hash)
+    .bind(client_id)
+    .bind(expires_at)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()
+    });
+    Ok(n == 1)
+}
+
+/// Forgets assertions that expired before `before`.
+pub async fn purge_assertions(
+    a: &mut impl Access,
+    before: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query(
+        "DELETE FROM oidc_client_assertions WHERE expires_at < $1"
+    )
+    .bind(before)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()))
+}

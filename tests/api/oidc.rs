@@ -353,13 +353,16 @@ async fn discovery_and_jwks_describe_the_provider(app: TestApp) {
         );
         assert_eq!(d["request_parameter_supported"], false);
         assert_eq!(d["authorization_response_iss_parameter_supported"], true);
-        assert!(
-            d["token_endpoint_auth_methods_supported"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|m| m != "private_key_jwt")
+        assert_eq!(
+            d["token_endpoint_auth_methods_supported"],
+            json!([
+                "client_secret_basic",
+                "client_secret_post",
+                "private_key_jwt",
+                "none"
+            ])
         );
+        assert_eq!(d["backchannel_logout_supported"], true);
     }
     let r = app
         .client
@@ -1105,6 +1108,7 @@ mod more {
         orgs_requiring_mfa_step_up_sso_sessions,
         id_tokens_use_the_clients_algorithm,
         the_org_scope_lets_members_of_several_orgs_choose,
+        private_key_jwt_clients_sign_single_use_assertions,
     );
     on_both_databases!(rotation_signs_with_the_new_key_after_the_delay);
 
@@ -1625,6 +1629,88 @@ mod more {
             )
             .await;
         assert_eq!(p.status, 200, "the picker again");
+        app.finish().await;
+    }
+
+    async fn private_key_jwt_clients_sign_single_use_assertions(app: TestApp) {
+        use josekit::jws::{ES256, JwsHeader};
+        let pair = ES256.generate_key_pair().unwrap();
+        let mut public = pair.to_jwk_public_key();
+        public.set_key_id("rp-key-1");
+        let jwks = json!({ "keys": [Value::Object(public.as_ref().clone())] });
+        let (c, secret) = clients::create(
+            &app.state.identity,
+            NewClient {
+                name: "pkjwt".into(),
+                grant_types: Some(vec!["client_credentials".into()]),
+                scopes: Some(vec!["org".into()]),
+                token_endpoint_auth_method: Some("private_key_jwt".into()),
+                jwks: Some(jwks),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(secret.is_none(), "no secret for private_key_jwt");
+        let signer = ES256.signer_from_jwk(&pair.to_jwk_private_key()).unwrap();
+        let token_url = format!("{}/oauth2/token", lintel_issuer());
+        let assertion = |aud: &str, jti: &str, kid: &str, signer: &dyn josekit::jws::JwsSigner| {
+            let mut h = JwsHeader::new();
+            h.set_key_id(kid);
+            let mut p = josekit::jwt::JwtPayload::new();
+            p.set_issuer(&c.client_id);
+            p.set_subject(&c.client_id);
+            p.set_audience(vec![aud]);
+            p.set_jwt_id(jti);
+            p.set_expires_at(&(std::time::SystemTime::now() + std::time::Duration::from_secs(60)));
+            josekit::jwt::encode_with_signer(&p, &h, signer).unwrap()
+        };
+        let call = |a: String| {
+            let app = &app;
+            async move {
+                let r = app
+                    .client
+                    .post(app.url("/oauth2/token"))
+                    .form(&[
+                        ("grant_type", "client_credentials"),
+                        (
+                            "client_assertion_type",
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        ),
+                        ("client_assertion", a.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            }
+        };
+        let good = assertion(&token_url, "jti-1", "rp-key-1", &signer);
+        let (st, t) = call(good.clone()).await;
+        assert_eq!(st, 200, "{t}");
+        let (_, claims) = verify_jwt(&app, t["access_token"].as_str().unwrap()).await;
+        assert_eq!(claims["sub"], c.client_id);
+        // Replayed, wrong audience, or signed by another key: invalid_client.
+        let (st, e) = call(good).await;
+        assert_eq!(
+            (st, e["error"].as_str()),
+            (401, Some("invalid_client")),
+            "replay"
+        );
+        let (st, _) = call(assertion(
+            "https://elsewhere.example/token",
+            "jti-2",
+            "rp-key-1",
+            &signer,
+        ))
+        .await;
+        assert_eq!(st, 401, "audience");
+        let other = ES256.generate_key_pair().unwrap();
+        let other = ES256.signer_from_jwk(&other.to_jwk_private_key()).unwrap();
+        let (st, _) = call(assertion(&token_url, "jti-3", "rp-key-1", &other)).await;
+        assert_eq!(st, 401, "foreign key");
+        let (st, _) = call(assertion(&lintel_issuer(), "jti-4", "rp-key-1", &signer)).await;
+        assert_eq!(st, 200, "the issuer is an accepted audience too");
         app.finish().await;
     }
 

@@ -333,7 +333,16 @@ async fn bad_clients_are_422(app: TestApp) {
         ),
         (
             json!({ "name": "x", "token_endpoint_auth_method": "private_key_jwt", "redirect_uris": ["https://rp.example/cb"] }),
-            "token_endpoint_auth_method",
+            "jwks",
+        ),
+        (
+            json!({ "name": "x", "token_endpoint_auth_method": "private_key_jwt", "redirect_uris": ["https://rp.example/cb"],
+                    "jwks": { "keys": [{ "kty": "oct", "k": "c2VjcmV0" }] } }),
+            "jwks",
+        ),
+        (
+            json!({ "name": "x", "redirect_uris": ["https://rp.example/cb"], "jwks": { "keys": [] } }),
+            "jwks",
         ),
         (
             json!({ "name": "x", "redirect_uris": ["https://rp.example/cb"], "id_token_signed_response_alg": "none" }),

@@ -43,6 +43,9 @@ pub struct OidcClient {
     pub updated_at: Option<DateTime<Utc>>,
     /// OIDC Back-Channel Logout 1.0 endpoint.
     pub backchannel_logout_uri: Option<String>,
+    /// Public keys of a `private_key_jwt` client.
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
 }
 
 impl From<Row> for OidcClient {
@@ -62,6 +65,7 @@ impl From<Row> for OidcClient {
             created_at: c.created_at,
             updated_at: c.updated_at,
             backchannel_logout_uri: c.backchannel_logout_uri,
+            jwks: c.jwks.map(|j| j.0),
         }
     }
 }
@@ -139,6 +143,9 @@ pub struct CreateClient {
     pub id_token_signed_response_alg: Option<String>,
     /// Where logout tokens are POSTed (OIDC Back-Channel Logout 1.0).
     pub backchannel_logout_uri: Option<String>,
+    /// Public keys (a JWK Set) of a `private_key_jwt` client.
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -182,6 +189,7 @@ pub async fn create_client(
         first_party: body.first_party,
         id_token_signed_response_alg: body.id_token_signed_response_alg,
         backchannel_logout_uri: body.backchannel_logout_uri,
+        jwks: body.jwks,
     };
     let (client, secret) = clients::create(&caller.id, new).await?;
     Ok((
@@ -230,6 +238,9 @@ pub struct UpdateClient {
     pub id_token_signed_response_alg: Option<String>,
     /// An empty string removes it.
     pub backchannel_logout_uri: Option<String>,
+    /// New public keys of a `private_key_jwt` client.
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
 }
 
 #[utoipa::path(patch, path = "/oidc-clients/{client_id}", tag = "oidc-clients",
@@ -252,6 +263,7 @@ pub async fn update_client(
         enabled: body.enabled,
         id_token_signed_response_alg: body.id_token_signed_response_alg,
         backchannel_logout_uri: body.backchannel_logout_uri,
+        jwks: body.jwks,
     };
     Ok(axum::Json(
         clients::update(&caller.id, &client_id, patch).await?.into(),
