@@ -80,8 +80,10 @@ SCIM_TOKEN_ID=$(run scim-client rotate-token --id "$SCIM_CLIENT_ID" | field toke
 DOOMED_SCIM_TOKEN_ID=$(run scim-client rotate-token --id "$SCIM_CLIENT_ID" | field token_id)
 DOOMED_SCIM_CLIENT_ID=$(run scim-client create --org "$ORG_ID" --name doomed | field client_id)
 export SCIM_CLIENT_ID SCIM_TOKEN_ID DOOMED_SCIM_TOKEN_ID DOOMED_SCIM_CLIENT_ID
+CLIENT_ID=$(run oidc-client create --name "Conformance RP" --org "$ORG_ID" --redirect-uri https://rp.conformance.test/cb | field client_id)
+DOOMED_CLIENT_ID=$(run oidc-client create --name "Doomed RP" --redirect-uri https://rp.conformance.test/cb | field client_id)
 export ORG_ID USER_ID DOOMED_USER_ID LEAVER_ID ROLE_ID PARENT_ROLE_ID DOOMED_ROLE_ID \
-  PERMISSION_ID DOOMED_PERMISSION_ID API_KEY_ID
+  PERMISSION_ID DOOMED_PERMISSION_ID API_KEY_ID CLIENT_ID DOOMED_CLIENT_ID
 
 step "lintel serve on 127.0.0.1:${port}"
 run serve >"${work}/server.log" 2>&1 &
@@ -112,8 +114,9 @@ role_id = "${ROLE_ID}"
 parent_role_id = "${PARENT_ROLE_ID}"
 permission_id = "${PERMISSION_ID}"
 api_key_id = "${API_KEY_ID}"
-client_id = "${SCIM_CLIENT_ID}"
+scim_client_id = "${SCIM_CLIENT_ID}"
 token_id = "${SCIM_TOKEN_ID}"
+client_id = "${CLIENT_ID}"
 method = "password"
 domain = "conformance.test"
 
@@ -130,16 +133,20 @@ include-operation-id = "delete_role"
 parameters = { role_id = "${DOOMED_ROLE_ID}" }
 
 [[operations]]
-include-operation-id = "delete_client"
-parameters = { client_id = "${DOOMED_SCIM_CLIENT_ID}" }
+include-operation-id = "delete_scim_client"
+parameters = { scim_client_id = "${DOOMED_SCIM_CLIENT_ID}" }
 
 [[operations]]
-include-operation-id = "revoke_token"
+include-operation-id = "revoke_scim_token"
 parameters = { token_id = "${DOOMED_SCIM_TOKEN_ID}" }
 
 [[operations]]
 include-operation-id = "delete_permission"
 parameters = { permission_id = "${DOOMED_PERMISSION_ID}" }
+
+[[operations]]
+include-operation-id = "delete_client"
+parameters = { client_id = "${DOOMED_CLIENT_ID}" }
 EOF
 
 step "schemathesis run (max ${MAX_EXAMPLES} examples per operation)"

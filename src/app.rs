@@ -148,6 +148,7 @@ impl App {
             })?;
         Ok(App {
             state: AppState {
+                oidc: Arc::new(crate::oidc::Provider::new(&config)),
                 config: Arc::new(config),
                 identity,
             },
@@ -195,6 +196,10 @@ impl App {
             identity.clone(),
             crate::identity::rate_limit::PURGE_INTERVAL,
         );
+        let code_purger = crate::oidc::authorize::spawn_code_purger(
+            identity.clone(),
+            std::time::Duration::from_secs(600),
+        );
         let exporter = self
             .metrics
             .map(|(l, handle)| http::metrics::serve_metrics(l, handle, identity.db.clone()));
@@ -203,6 +208,7 @@ impl App {
             task.abort();
         }
         purger.abort();
+        code_purger.abort();
         flusher.stop().await;
         served
     }

@@ -44,6 +44,12 @@ pub enum Command {
     /// SCIM clients (one per IdP connection of an organization).
     #[command(subcommand, name = "scim-client")]
     ScimClient(ScimClientCommand),
+    /// OpenID Connect clients (relying parties).
+    #[command(subcommand, name = "oidc-client")]
+    OidcClient(OidcClientCommand),
+    /// Token-signing keys (`keys/`, published at the JWKS URI).
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +103,88 @@ pub enum ScimClientCommand {
         #[arg(long)]
         id: uuid::Uuid,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OidcClientCommand {
+    /// Register a client; prints it with its secret (`client_secret`, shown once).
+    Create(Box<CreateClientArgs>),
+    /// List clients (of one org with --org).
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Replace a confidential client's secret; prints the new one once.
+    RotateSecret {
+        #[arg(long)]
+        id: String,
+    },
+    /// Disable (or with --enable, enable) a client.
+    Disable {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Delete a client.
+    Delete {
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateClientArgs {
+    #[arg(long)]
+    name: String,
+    /// Exact redirect URI (repeatable).
+    #[arg(long = "redirect-uri")]
+    redirect_uris: Vec<String>,
+    /// Post-logout redirect URI (repeatable).
+    #[arg(long = "post-logout-redirect-uri")]
+    post_logout_redirect_uris: Vec<String>,
+    /// A public client (native or browser app): no secret, PKCE required.
+    #[arg(long)]
+    public: bool,
+    /// Bind the client to an organization (id or url_safe_org_name).
+    #[arg(long)]
+    org: Option<String>,
+    /// Allowed grant type (repeatable; default authorization_code and refresh_token).
+    #[arg(long = "grant-type")]
+    grant_types: Vec<String>,
+    /// Allowed scope (repeatable; default openid profile email offline_access).
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// client_secret_basic (default), client_secret_post, or none (public).
+    #[arg(long)]
+    auth_method: Option<String>,
+    /// A first-party client: no consent page.
+    #[arg(long)]
+    first_party: bool,
+    /// ID token signing algorithm: ES256 (default), RS256 or EdDSA (a key of it must
+    /// exist: `lintel keys rotate --alg RS256`).
+    #[arg(long)]
+    id_token_alg: Option<String>,
+    /// OIDC Back-Channel Logout endpoint of the client.
+    #[arg(long)]
+    backchannel_logout_uri: Option<String>,
+    /// A JWK Set file with the client's public keys (with --auth-method private_key_jwt).
+    #[arg(long)]
+    jwks_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new ES256 key: published at once, used for signing after
+    /// `oidc.key_activation_delay_secs`; the current key then retires and stays published
+    /// until every token it signed has expired.
+    Rotate {
+        /// ES256 (default), RS256 or EdDSA (the first key of an algorithm signs at once).
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+    },
+    /// List the keys and their state.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -382,7 +470,118 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             let id = app::identity(&config, db, clock)?;
             user_admin(&id, cmd).await
         }
+        Command::OidcClient(cmd) => {
+            let db = app::open_store(&config).await?;
+            let id = app::identity(&config, db, clock)?;
+            oidc_client_admin(&id, cmd).await
+        }
+        Command::Keys(cmd) => {
+            let db = app::open_store(&config).await?;
+            let id = app::identity(&config, db, clock)?;
+            keys_admin(&id, cmd).await
+        }
     }
+}
+
+fn oidc_client_json(c: &crate::store::oidc::OidcClient) -> serde_json::Value {
+    serde_json::to_value(c).unwrap_or_default()
+}
+
+async fn oidc_client_admin(id: &identity::Identity, cmd: OidcClientCommand) -> Result<(), Failure> {
+    use crate::oidc::clients;
+    let non_empty = |v: Vec<String>| (!v.is_empty()).then_some(v);
+    match cmd {
+        OidcClientCommand::Create(args) => {
+            let CreateClientArgs {
+                name,
+                redirect_uris,
+                post_logout_redirect_uris,
+                public,
+                org,
+                grant_types,
+                scopes,
+                auth_method,
+                first_party,
+                id_token_alg,
+                backchannel_logout_uri,
+                jwks_file,
+            } = *args;
+            let jwks = match jwks_file {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p)
+                        .map_err(|e| Failure::Command(format!("{}: {e}", p.display())))?;
+                    Some(serde_json::from_str(&text).map_err(|e| {
+                        Failure::Command(format!("{}: not JSON ({e})", p.display()))
+                    })?)
+                }
+                None => None,
+            };
+            let org_id = match org {
+                Some(o) => Some(identity::orgs::resolve(id, &o).await?.org_id),
+                None => None,
+            };
+            let new = clients::NewClient {
+                name,
+                org_id,
+                redirect_uris,
+                post_logout_redirect_uris,
+                grant_types: non_empty(grant_types),
+                scopes: non_empty(scopes),
+                token_endpoint_auth_method: auth_method,
+                public,
+                first_party,
+                id_token_signed_response_alg: id_token_alg,
+                backchannel_logout_uri,
+                jwks,
+            };
+            let (client, secret) = clients::create(id, new).await?;
+            let mut out = oidc_client_json(&client);
+            out["client_secret"] = json!(secret.as_ref().map(|s| s.expose()));
+            print(out);
+        }
+        OidcClientCommand::List { org } => {
+            let org_id = match org {
+                Some(o) => Some(identity::orgs::resolve(id, &o).await?.org_id),
+                None => None,
+            };
+            let mut all = Vec::new();
+            let mut after = None;
+            loop {
+                let page = clients::list(id, org_id, after, 200).await?;
+                let Some(last) = page.last() else { break };
+                after = uuid::Uuid::parse_str(&last.client_id).ok();
+                let done = page.len() < 200 || after.is_none();
+                all.extend(page.iter().map(oidc_client_json));
+                if done {
+                    break;
+                }
+            }
+            print(json!({ "clients": all }));
+        }
+        OidcClientCommand::RotateSecret { id: client_id } => {
+            let (client, secret) = clients::rotate_secret(id, &client_id).await?;
+            let mut out = oidc_client_json(&client);
+            out["client_secret"] = json!(secret.expose());
+            print(out);
+        }
+        OidcClientCommand::Disable {
+            id: client_id,
+            enable,
+        } => {
+            let patch = clients::ClientPatch {
+                enabled: Some(enable),
+                ..Default::default()
+            };
+            print(oidc_client_json(
+                &clients::update(id, &client_id, patch).await?,
+            ));
+        }
+        OidcClientCommand::Delete { id: client_id } => {
+            clients::delete(id, &client_id).await?;
+            print(json!({ "deleted": client_id }));
+        }
+    }
+    Ok(())
 }
 
 /// A user as the CLI prints it (never a secret).
@@ -756,4 +955,39 @@ fn read_password() -> Result<Secret<String>, String> {
         return Err("--password-stdin: no password on standard input".into());
     }
     Ok(Secret::new(line))
+}
+
+async fn keys_admin(id: &identity::Identity, cmd: KeysCommand) -> Result<(), Failure> {
+    let now = id.clock.now();
+    let key_json = |k: &crate::store::signing_keys::SigningKey| {
+        let state = if k.published_until.is_some_and(|p| p <= now) {
+            "unpublished"
+        } else if k.retired_at.is_some_and(|r| r <= now) {
+            "retired"
+        } else if k.active_from > now {
+            "upcoming"
+        } else {
+            "active"
+        };
+        json!({
+            "kid": k.kid,
+            "alg": k.alg,
+            "state": state,
+            "created_at": k.created_at,
+            "active_from": k.active_from,
+            "retired_at": k.retired_at,
+            "published_until": k.published_until,
+        })
+    };
+    match cmd {
+        KeysCommand::Rotate { alg } => {
+            let row = crate::oidc::keys::rotate(id, &id.config.keys_dir, &alg).await?;
+            print(key_json(&row));
+        }
+        KeysCommand::List => {
+            let rows = crate::oidc::keys::list(id).await?;
+            print(json!({ "keys": rows.iter().map(key_json).collect::<Vec<_>>() }));
+        }
+    }
+    Ok(())
 }

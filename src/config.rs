@@ -216,6 +216,30 @@ pub const KEYS: &[KeySpec] = &[
         key: "scim.delete_orphan_users",
         default: "true",
     },
+    KeySpec {
+        key: "oidc.access_token_ttl_secs",
+        default: "600",
+    },
+    KeySpec {
+        key: "oidc.id_token_ttl_secs",
+        default: "3600",
+    },
+    KeySpec {
+        key: "oidc.refresh_token_ttl_secs",
+        default: "2592000",
+    },
+    KeySpec {
+        key: "oidc.authorization_code_ttl_secs",
+        default: "60",
+    },
+    KeySpec {
+        key: "oidc.refresh_grace_secs",
+        default: "10",
+    },
+    KeySpec {
+        key: "oidc.key_activation_delay_secs",
+        default: "3600",
+    },
 ];
 
 /// Environment variables with the `LINTEL_` prefix that are not configuration keys.
@@ -251,6 +275,7 @@ pub struct Config {
     pub waitlist: WaitlistConfig,
     pub impersonation: ImpersonationConfig,
     pub scim: ScimConfig,
+    pub oidc: OidcConfig,
 }
 
 /// The SCIM server (`/scim/v2`).
@@ -268,6 +293,23 @@ pub struct ScimConfig {
     pub user_name_maps_to: String,
     /// DELETE /Users/{id} deletes the user row too when no other org or login remains.
     pub delete_orphan_users: bool,
+}
+
+/// The OpenID Connect provider's lifetimes.
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    /// JWT access tokens (RFC 9068) live this long.
+    pub access_token_ttl: Duration,
+    pub id_token_ttl: Duration,
+    /// A refresh token's grant ends this long after the login it came from.
+    pub refresh_token_ttl: Duration,
+    /// Authorization codes must be exchanged within this.
+    pub authorization_code_ttl: Duration,
+    /// A rotated refresh token presented again within this is answered with the same
+    /// successor (concurrent refreshes); later, its whole family is revoked.
+    pub refresh_grace: Duration,
+    /// `lintel keys rotate`: the new key signs only after this (published meanwhile).
+    pub key_activation_delay: Duration,
 }
 
 /// A default rate-limit policy: at most `limit` requests per `window_secs`.
@@ -680,6 +722,15 @@ impl Config {
                     "false" => Ok(false),
                     _ => Err("expected true or false".into()),
                 })?,
+            },
+            oidc: OidcConfig {
+                access_token_ttl: raw.get("oidc.access_token_ttl_secs", positive_secs)?,
+                id_token_ttl: raw.get("oidc.id_token_ttl_secs", positive_secs)?,
+                refresh_token_ttl: raw.get("oidc.refresh_token_ttl_secs", positive_secs)?,
+                authorization_code_ttl: raw
+                    .get("oidc.authorization_code_ttl_secs", positive_secs)?,
+                refresh_grace: raw.get("oidc.refresh_grace_secs", secs)?,
+                key_activation_delay: raw.get("oidc.key_activation_delay_secs", secs)?,
             },
             mfa: MfaConfig {
                 totp_issuer: raw.get("mfa.totp_issuer", |s| {

@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use josekit::jwk::Jwk;
 use josekit::jwk::KeyPair;
-use josekit::jws::ES256;
+use josekit::jws::{ES256, EdDSA, RS256};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -95,25 +95,82 @@ pub fn load(dir: &Path) -> Result<Vec<SigningKey>, KeyError> {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        if !name.starts_with("es256-") {
+        let Some(alg) = ALGS
+            .iter()
+            .find(|(_, prefix)| name.starts_with(prefix))
+            .map(|(a, _)| *a)
+        else {
             return Err(file_err(
                 &path,
-                "unknown key file (expected es256-<kid>.pem)",
+                "unknown key file (expected es256-, rs256- or eddsa-<kid>.pem)",
             ));
-        }
+        };
         let pem = std::fs::read(&path).map_err(|e| file_err(&path, e))?;
-        let pair = ES256
-            .key_pair_from_pem(&pem)
-            .map_err(|e| file_err(&path, e))?;
-        let (kid, public_jwk) = public_jwk(&pair, "ES256")?;
+        let (kid, public_jwk) = match alg {
+            "RS256" => public_jwk(
+                &RS256
+                    .key_pair_from_pem(&pem)
+                    .map_err(|e| file_err(&path, e))?,
+                alg,
+            )?,
+            "EdDSA" => public_jwk(
+                &EdDSA
+                    .key_pair_from_pem(&pem)
+                    .map_err(|e| file_err(&path, e))?,
+                alg,
+            )?,
+            _ => public_jwk(
+                &ES256
+                    .key_pair_from_pem(&pem)
+                    .map_err(|e| file_err(&path, e))?,
+                alg,
+            )?,
+        };
         keys.push(SigningKey {
             kid,
-            alg: "ES256",
+            alg,
             public_jwk,
             path,
         });
     }
     Ok(keys)
+}
+
+/// The signing algorithms and their key-file prefixes.
+pub const ALGS: &[(&str, &str)] = &[
+    ("ES256", "es256-"),
+    ("RS256", "rs256-"),
+    ("EdDSA", "eddsa-"),
+];
+
+/// Generates a key pair for `alg` (`ES256`, `RS256` with 2048-bit RSA, `EdDSA` with
+/// Ed25519) and writes its private key with mode 0600.
+pub fn generate(dir: &Path, alg: &str) -> Result<SigningKey, KeyError> {
+    let g = |e: josekit::JoseError| KeyError::Generate(e.to_string());
+    let (kid, public_jwk, pem, alg, prefix) = match alg {
+        "ES256" => return generate_es256(dir),
+        "RS256" => {
+            let pair = RS256.generate_key_pair(2048).map_err(g)?;
+            let (kid, jwk) = public_jwk(&pair, "RS256")?;
+            (kid, jwk, pair.to_pem_private_key(), "RS256", "rs256-")
+        }
+        "EdDSA" => {
+            let pair = EdDSA
+                .generate_key_pair(josekit::jwk::alg::ed::EdCurve::Ed25519)
+                .map_err(g)?;
+            let (kid, jwk) = public_jwk(&pair, "EdDSA")?;
+            (kid, jwk, pair.to_pem_private_key(), "EdDSA", "eddsa-")
+        }
+        other => return Err(KeyError::Generate(format!("unsupported algorithm {other}"))),
+    };
+    let path = dir.join(format!("{prefix}{kid}.pem"));
+    write_private(&path, &pem)?;
+    Ok(SigningKey {
+        kid,
+        alg,
+        public_jwk,
+        path,
+    })
 }
 
 /// Generates an ES256 key pair and writes its private key with mode 0600.
@@ -259,6 +316,20 @@ mod tests {
         let (again, generated) = ensure(dir.path()).unwrap();
         assert!(!generated);
         assert_eq!(again[0].kid, k.kid);
+    }
+
+    #[test]
+    fn rsa_and_ed25519_keys_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = generate(dir.path(), "RS256").unwrap();
+        let e = generate(dir.path(), "EdDSA").unwrap();
+        assert!(generate(dir.path(), "HS256").is_err());
+        let loaded = load(dir.path()).unwrap();
+        let found: Vec<(&str, &str)> = loaded.iter().map(|k| (k.alg, k.kid.as_str())).collect();
+        assert!(found.contains(&("RS256", r.kid.as_str())));
+        assert!(found.contains(&("EdDSA", e.kid.as_str())));
+        assert_eq!(e.public_jwk.key_type(), "OKP");
+        assert!(e.public_jwk.parameter("d").is_none() && r.public_jwk.parameter("d").is_none());
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub mod config;
 pub mod http;
 pub mod identity;
 pub mod keys;
+pub mod oidc;
 pub mod scim;
 pub mod store;
 pub mod telemetry;
+pub mod web;

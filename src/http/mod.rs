@@ -18,6 +18,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod metrics;
+pub mod oidc;
 pub mod rate_limit;
 pub mod scim;
 pub mod server;
@@ -57,6 +58,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         )
         .merge(management)
         .merge(scim::routes())
+        .merge(oidc::routes())
         .merge(extra)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -7,4 +7,6 @@ use std::sync::Arc;
 pub struct AppState {
     pub config: Arc<Config>,
     pub identity: Identity,
+    /// The OpenID Connect provider's issuer and keys.
+    pub oidc: Arc<crate::oidc::Provider>,
 }

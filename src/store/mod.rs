@@ -22,6 +22,7 @@ pub mod login_attempts;
 pub mod memberships;
 pub mod metrics;
 pub mod mfa;
+pub mod oidc;
 pub mod org_settings;
 pub mod orgs;
 pub mod rate_limits;
@@ -213,6 +214,10 @@ const CONFLICT_FIELDS: &[(&str, &str)] = &[
         "api_key_rate_limits.api_key_id, api_key_rate_limits.policy_id",
         "assignment",
     ),
+    ("oidc_clients_pkey", "client_id"),
+    ("oidc_clients.client_id", "client_id"),
+    ("oidc_grants_code_hash_key", "code"),
+    ("oidc_grants.code_hash", "code"),
 ];
 
 impl StoreError {

@@ -42,3 +42,23 @@ pub async fn list(a: &mut impl Access) -> Result<Vec<SigningKey>, StoreError> {
         .fetch_all(&mut *c)
         .await?))
 }
+
+/// Sets when a key stops signing and when it leaves the JWKS.
+pub async fn retire(
+    a: &mut impl Access,
+    kid: &str,
+    retired_at: DateTime<Utc>,
+    published_until: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE signing_keys SET retired_at = $2, published_until = $3
+         WHERE kid = $1 AND retired_at IS NULL"
+    )
+    .bind(kid)
+    .bind(retired_at)
+    .bind(published_until)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}

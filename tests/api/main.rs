@@ -17,6 +17,8 @@ mod management_platform;
 mod metrics;
 mod mfa;
 mod migrations;
+mod oidc;
+mod oidc_clients;
 mod rate_limits;
 mod roles;
 mod scim;

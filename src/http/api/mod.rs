@@ -29,6 +29,7 @@ pub mod dto;
 pub mod impersonation;
 pub mod members;
 pub mod metrics;
+pub mod oidc_clients;
 pub mod orgs;
 pub mod rate_limits;
 pub mod roles;
@@ -95,7 +96,8 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(impersonation::routes())
         .merge(waitlist::routes())
         .merge(metrics::routes())
-        .merge(scim_clients::routes());
+        .merge(scim_clients::routes())
+        .merge(oidc_clients::routes());
     let (router, mut doc) = OpenApiRouter::new().nest("/api/v1", api).split_for_parts();
     doc.info = ApiDoc::openapi().info;
     (

@@ -19,13 +19,17 @@ use uuid::Uuid;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list_clients, create_client))
-        .routes(routes!(get_client, update_client, delete_client))
-        .routes(routes!(list_tokens, rotate_token))
-        .routes(routes!(revoke_token))
-        .routes(routes!(get_mappings, set_mappings))
-        .routes(routes!(dry_run))
-        .routes(routes!(get_group_roles, set_group_roles))
+        .routes(routes!(list_scim_clients, create_scim_client))
+        .routes(routes!(
+            get_scim_client,
+            update_scim_client,
+            delete_scim_client
+        ))
+        .routes(routes!(list_scim_tokens, rotate_scim_token))
+        .routes(routes!(revoke_scim_token))
+        .routes(routes!(get_scim_mappings, set_scim_mappings))
+        .routes(routes!(scim_mapping_dry_run))
+        .routes(routes!(get_scim_group_roles, set_scim_group_roles))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -80,7 +84,7 @@ async fn client_of(caller: &Caller, org_id: Uuid, client_id: Uuid) -> Result<Sci
 #[utoipa::path(get, path = "/orgs/{org_id}/scim-clients", tag = "scim", params(("org_id" = Uuid, Path), PageQuery),
     responses((status = 200, body = Page<ScimClientDto>),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn list_clients(
+pub async fn list_scim_clients(
     caller: Caller,
     Path(org_id): Path<Uuid>,
     Query(q): Query<PageQuery>,
@@ -116,7 +120,7 @@ pub struct CreatedScimClient {
     request_body = CreateScimClient,
     responses((status = 201, body = CreatedScimClient),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn create_client(
+pub async fn create_scim_client(
     caller: Caller,
     Path(org_id): Path<Uuid>,
     Json(body): Json<CreateScimClient>,
@@ -134,11 +138,11 @@ pub async fn create_client(
     ))
 }
 
-#[utoipa::path(get, path = "/orgs/{org_id}/scim-clients/{client_id}", tag = "scim",
-    params(("org_id" = Uuid, Path), ("client_id" = Uuid, Path)),
+#[utoipa::path(get, path = "/orgs/{org_id}/scim-clients/{scim_client_id}", tag = "scim",
+    params(("org_id" = Uuid, Path), ("scim_client_id" = Uuid, Path)),
     responses((status = 200, body = ScimClientDto),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn get_client(
+pub async fn get_scim_client(
     caller: Caller,
     Path((org_id, client_id)): Path<(Uuid, Uuid)>,
 ) -> Result<axum::Json<ScimClientDto>, ApiError> {
@@ -155,11 +159,11 @@ pub struct UpdateScimClient {
     pub enabled: Option<bool>,
 }
 
-#[utoipa::path(patch, path = "/orgs/{org_id}/scim-clients/{client_id}", tag = "scim",
-    params(("org_id" = Uuid, Path), ("client_id" = Uuid, Path)), request_body = UpdateScimClient,
+#[utoipa::path(patch, path = "/orgs/{org_id}/scim-clients/{scim_client_id}", tag = "scim",
+    params(("org_id" = Uuid, Path), ("scim_client_id" = Uuid, Path)), request_body = UpdateScimClient,
     responses((status = 200, body = ScimClientDto),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn update_client(
+pub async fn update_scim_client(
     caller: Caller,
     Path((org_id, client_id)): Path<(Uuid, Uuid)>,
     Json(body): Json<UpdateScimClient>,
@@ -169,11 +173,11 @@ pub async fn update_client(
     Ok(axum::Json(dto(c, &caller)))
 }
 
-#[utoipa::path(delete, path = "/orgs/{org_id}/scim-clients/{client_id}", tag = "scim",
-    params(("org_id" = Uuid, Path), ("client_id" = Uuid, Path)),
+#[utoipa::path(delete, path = "/orgs/{org_id}/scim-clients/{scim_client_id}", tag = "scim",
+    params(("org_id" = Uuid, Path), ("scim_client_id" = Uuid, Path)),
     responses((status = 204),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn delete_client(
+pub async fn delete_scim_client(
     caller: Caller,
     Path((org_id, client_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
@@ -182,11 +186,11 @@ pub async fn delete_client(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/orgs/{org_id}/scim-clients/{client_id}/tokens", tag = "scim",
-    params(("org_id" = Uuid, Path), ("client_id" = Uuid, Path)),
+#[utoipa::path(get, path = "/orgs/{org_id}/scim-clients/{scim_client_id}/tokens", tag = "scim",
+    params(("org_id" = Uuid, Path), ("scim_client_id" = Uuid, Path)),
     responses((status = 200, body = Vec<ScimTokenDto>),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn list_tokens(
+pub async fn list_scim_tokens(
     caller: Caller,
     Path((org_id, client_id)): Path<(Uuid, Uuid)>,
 ) -> Result<axum::Json<Vec<ScimTokenDto>>, ApiError> {
@@ -204,11 +208,11 @@ pub struct RotatedToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[utoipa::path(post, path = "/orgs/{org_id}/scim-clients/{client_id}/tokens", tag = "scim",
-    params(("org_id" = Uuid, Path), ("client_id" = Uuid, Path)),
+#[utoipa::path(post, path = "/orgs/{org_id}/scim-clients/{scim_client_id}/tokens", tag = "scim",
+    params(("org_id" = Uuid, Path), ("scim_client_id" = Uuid, Path)),
     responses((status = 201, body = RotatedToken),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn rotate_token(
+pub async fn rotate_scim_token(
     caller: Caller,
     Path((org_id, client_id)): Path<(Uuid, Uuid)>,
 ) -> Result<(StatusCode, axum::Json<RotatedToken>), ApiError> {
@@ -224,11 +228,11 @@ pub async fn rotate_token(
     ))
 }
 
-#[utoipa::path(delete, path = "/orgs/{org_id}/scim-clients/{client_id}/tokens/{token_id}", tag = "scim",
-    params(("org_id" = Uuid, Path), ("client_id" = Uuid, Path), ("token_id" = Uuid, Path)),
+#[utoipa::path(delete, path = "/orgs/{org_id}/scim-clients/{scim_client_id}/tokens/{token_id}", tag = "scim",
+    params(("org_id" = Uuid, Path), ("scim_client_id" = Uuid, Path), ("token_id" = Uuid, Path)),
     responses((status = 204),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn revoke_token(
+pub async fn revoke_scim_token(
     caller: Caller,
     Path((org_id, client_id, token_id)): Path<(Uuid, Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
@@ -279,11 +283,11 @@ async fn mappings_of(caller: &Caller, client_id: Uuid) -> Result<Mappings, ApiEr
     })
 }
 
-#[utoipa::path(get, path = "/orgs/{org_id}/scim-clients/{client_id}/mappings", tag = "scim",
-    params(("org_id" = Uuid, Path), ("client_id" = Uuid, Path)),
+#[utoipa::path(get, path = "/orgs/{org_id}/scim-clients/{scim_client_id}/mappings", tag = "scim",
+    params(("org_id" = Uuid, Path), ("scim_client_id" = Uuid, Path)),
     responses((status = 200, body = Mappings),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn get_mappings(
+pub async fn get_scim_mappings(
     caller: Caller,
     Path((org_id, client_id)): Path<(Uuid, Uuid)>,
 ) -> Result<axum::Json<Mappings>, ApiError> {
@@ -291,11 +295,11 @@ pub async fn get_mappings(
     Ok(axum::Json(mappings_of(&caller, client_id).await?))
 }
 
-#[utoipa::path(put, path = "/orgs/{org_id}/scim-clients/{client_id}/mappings", tag = "scim",
-    params(("org_id" = Uuid, Path), ("client_id" = Uuid, Path)), request_body = Vec<MappingRow>,
+#[utoipa::path(put, path = "/orgs/{org_id}/scim-clients/{scim_client_id}/mappings", tag = "scim",
+    params(("org_id" = Uuid, Path), ("scim_client_id" = Uuid, Path)), request_body = Vec<MappingRow>,
     responses((status = 200, body = Mappings),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn set_mappings(
+pub async fn set_scim_mappings(
     caller: Caller,
     Path((org_id, client_id)): Path<(Uuid, Uuid)>,
     Json(rows): Json<Vec<MappingRow>>,
@@ -311,11 +315,11 @@ pub async fn set_mappings(
 
 /// Shows how a sample SCIM User payload would land in Lintel under this client's mapping;
 /// nothing is written.
-#[utoipa::path(post, path = "/orgs/{org_id}/scim-clients/{client_id}/mappings/dry-run", tag = "scim",
-    params(("org_id" = Uuid, Path), ("client_id" = Uuid, Path)), request_body = Object,
+#[utoipa::path(post, path = "/orgs/{org_id}/scim-clients/{scim_client_id}/mappings/dry-run", tag = "scim",
+    params(("org_id" = Uuid, Path), ("scim_client_id" = Uuid, Path)), request_body = Object,
     responses((status = 200, body = Object),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn dry_run(
+pub async fn scim_mapping_dry_run(
     caller: Caller,
     Path((org_id, client_id)): Path<(Uuid, Uuid)>,
     Json(payload): Json<serde_json::Value>,
@@ -358,11 +362,11 @@ async fn group_roles_of(
         .collect())
 }
 
-#[utoipa::path(get, path = "/orgs/{org_id}/scim-clients/{client_id}/group-roles", tag = "scim",
-    params(("org_id" = Uuid, Path), ("client_id" = Uuid, Path)),
+#[utoipa::path(get, path = "/orgs/{org_id}/scim-clients/{scim_client_id}/group-roles", tag = "scim",
+    params(("org_id" = Uuid, Path), ("scim_client_id" = Uuid, Path)),
     responses((status = 200, body = Vec<GroupRoleRow>),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn get_group_roles(
+pub async fn get_scim_group_roles(
     caller: Caller,
     Path((org_id, client_id)): Path<(Uuid, Uuid)>,
 ) -> Result<axum::Json<Vec<GroupRoleRow>>, ApiError> {
@@ -373,11 +377,11 @@ pub async fn get_group_roles(
 }
 
 /// Replaces the rules; members of a named group then hold the role in the org.
-#[utoipa::path(put, path = "/orgs/{org_id}/scim-clients/{client_id}/group-roles", tag = "scim",
-    params(("org_id" = Uuid, Path), ("client_id" = Uuid, Path)), request_body = Vec<GroupRoleRow>,
+#[utoipa::path(put, path = "/orgs/{org_id}/scim-clients/{scim_client_id}/group-roles", tag = "scim",
+    params(("org_id" = Uuid, Path), ("scim_client_id" = Uuid, Path)), request_body = Vec<GroupRoleRow>,
     responses((status = 200, body = Vec<GroupRoleRow>),
               (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-pub async fn set_group_roles(
+pub async fn set_scim_group_roles(
     caller: Caller,
     Path((org_id, client_id)): Path<(Uuid, Uuid)>,
     Json(rows): Json<Vec<GroupRoleRow>>,

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# OpenID Connect conformance: two relying parties nobody here wrote drive a live
+# `lintel serve` end to end — openid-client v6 (npm) and Authlib (PyPI) — through
+# discovery, PKCE authorization, the hosted login form, code exchange with ID-token
+# validation, userinfo, refresh, revocation and logout (conformance/oidc/*); then checks
+# modelled on the OpenID Foundation's Basic OP and Config OP modules (oidf_checks.py).
+# Starts its own server on SQLite; exits non-zero on any failure; cleans up on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+target_dir="${CARGO_TARGET_DIR:-${root}/target}"
+AUTHLIB_VERSION="1.6.5"
+node_dir="${target_dir}/oidc-rp-node"
+venv="${target_dir}/oidc-rp-venv-${AUTHLIB_VERSION}"
+
+step() { printf '\n==> %s\n' "$*"; }
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step "relying parties: openid-client (npm), Authlib (PyPI)"
+mkdir -p "$node_dir"
+cp conformance/oidc/package.json conformance/oidc/openid_client_rp.mjs "$node_dir/"
+(cd "$node_dir" && npm install --silent --no-audit --no-fund >/dev/null)
+if [ ! -x "${venv}/bin/python" ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "${venv}/bin/pip" install --quiet --disable-pip-version-check "authlib==${AUTHLIB_VERSION}" requests
+fi
+
+step "cargo build"
+cargo build --quiet --bin lintel
+lintel="${target_dir}/debug/lintel"
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+issuer="http://127.0.0.1:${port}"
+run() {
+  (cd "$work" && env -u LINTEL_TEST_POSTGRES_URL -u LINTEL_CONFIG \
+    LINTEL_DATABASE_URL="sqlite://${work}/lintel.db" \
+    LINTEL_BIND="127.0.0.1:${port}" \
+    LINTEL_ISSUER="${issuer}" \
+    LINTEL_KEYS_DIR="${work}/keys" \
+    LINTEL_DATA_DIR="${work}/data" \
+    LINTEL_PASSWORD_ARGON2_MEMORY_KIB=64 \
+    LINTEL_PASSWORD_ARGON2_ITERATIONS=1 \
+    LINTEL_LOG_LEVEL=warn \
+    "$lintel" "$@")
+}
+field() { python3 -c 'import json, sys; print(json.loads(sys.stdin.read())[sys.argv[1]])' "$1"; }
+
+step "seed (CLI)"
+run migrate >/dev/null
+EMAIL="rp-user@conformance.test"
+PASSWORD="conformance-password-1"
+echo "$PASSWORD" | run user create --email "$EMAIL" --first-name Rp --last-name User --password-stdin >/dev/null
+REDIRECT_URI="http://127.0.0.1:9/callback"
+POST_LOGOUT_URI="http://127.0.0.1:9/signed-out"
+created=$(run oidc-client create --name "Conformance RP" --first-party \
+  --redirect-uri "$REDIRECT_URI" --post-logout-redirect-uri "$POST_LOGOUT_URI")
+CLIENT_ID=$(echo "$created" | field client_id)
+CLIENT_SECRET=$(echo "$created" | field client_secret)
+created=$(run oidc-client create --name "Post RP" --first-party --auth-method client_secret_post \
+  --redirect-uri "$REDIRECT_URI")
+POST_CLIENT_ID=$(echo "$created" | field client_id)
+POST_CLIENT_SECRET=$(echo "$created" | field client_secret)
+run keys rotate --alg RS256 >/dev/null
+created=$(run oidc-client create --name "RS256 RP" --first-party --id-token-alg RS256 \
+  --redirect-uri "$REDIRECT_URI")
+RS256_CLIENT_ID=$(echo "$created" | field client_id)
+RS256_CLIENT_SECRET=$(echo "$created" | field client_secret)
+export ISSUER="$issuer" CLIENT_ID CLIENT_SECRET REDIRECT_URI POST_LOGOUT_URI EMAIL PASSWORD \
+  POST_CLIENT_ID POST_CLIENT_SECRET RS256_CLIENT_ID RS256_CLIENT_SECRET
+
+step "lintel serve on ${issuer}"
+run serve >"${work}/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 100); do
+  if curl -fsS "${issuer}/readyz" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "FAIL: the server exited:" >&2
+    cat "${work}/server.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+curl -fsS "${issuer}/readyz" >/dev/null
+
+status=0
+step "openid-client v6"
+node "${node_dir}/openid_client_rp.mjs" || status=1
+step "Authlib"
+"${venv}/bin/python" conformance/oidc/authlib_rp.py || status=1
+step "OIDF Basic/Config OP style checks"
+"${venv}/bin/python" conformance/oidc/oidf_checks.py || status=1
+
+if grep -q "panicked\|internal error" "${work}/server.log"; then
+  echo "FAIL: the server logged internal errors:" >&2
+  grep -n "panicked\|internal error" "${work}/server.log" | head -20 >&2
+  status=1
+fi
+if [ "$status" -ne 0 ]; then
+  echo "FAIL: OIDC conformance" >&2
+  exit 1
+fi
+echo "OIDC conformance: passed"

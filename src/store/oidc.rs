@@ -1,0 +1,425 @@
+//! The OIDC provider's tables: `oidc_clients`, `oidc_authorization_codes`, `oidc_grants`,
+//! `oidc_rotated_refresh_tokens`, `oidc_browser_sessions`. Secrets are stored hashed.
+use super::{Access, Json, StoreError, TextList, with_conn};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct OidcClient {
+    pub client_id: String,
+    pub org_id: Option<Uuid>,
+    pub name: String,
+    #[serde(skip)]
+    pub secret_hash: Option<String>,
+    pub redirect_uris: TextList,
+    pub post_logout_redirect_uris: TextList,
+    pub grant_types: TextList,
+    pub scopes: TextList,
+    pub token_endpoint_auth_method: String,
+    pub id_token_signed_response_alg: String,
+    pub first_party: bool,
+    pub jwks: Option<Json<serde_json::Value>>,
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: Option<DateTime<Utc>>,
+    /// OIDC Back-Channel Logout 1.0 endpoint of the client, if any.
+    pub backchannel_logout_uri: Option<String>,
+}
+
+const CLIENT_COLUMNS: &str = "client_id, org_id, name, secret_hash, redirect_uris, \
+    post_logout_redirect_uris, grant_types, scopes, token_endpoint_auth_method, \
+    id_token_signed_response_alg, first_party, jwks, enabled, created_at, updated_at, \
+    backchannel_logout_uri";
+
+pub async fn insert_client(a: &mut impl Access, k: &OidcClient) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO oidc_clients ({CLIENT_COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    );
+    with_conn!(a, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&k.client_id)
+        .bind(k.org_id)
+        .bind(&k.name)
+        .bind(&k.secret_hash)
+        .bind(&k.redirect_uris)
+        .bind(&k.post_logout_redirect_uris)
+        .bind(&k.grant_types)
+        .bind(&k.scopes)
+        .bind(&k.token_endpoint_auth_method)
+        .bind(&k.id_token_signed_response_alg)
+        .bind(k.first_party)
+        .bind(&k.jwks)
+        .bind(k.enabled)
+        .bind(k.created_at)
+        .bind(k.updated_at)
+        .bind(&k.backchannel_logout_uri)
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+    Ok(())
+}
+
+/// Replaces every mutable column of the client (not its id, org or creation time).
+pub async fn update_client(a: &mut impl Access, k: &OidcClient) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE oidc_clients SET name = $2, secret_hash = $3, redirect_uris = $4,
+             post_logout_redirect_uris = $5, grant_types = $6, scopes = $7,
+             token_endpoint_auth_method = $8, id_token_signed_response_alg = $9,
+             first_party = $10, jwks = $11, enabled = $12, updated_at = $13,
+             backchannel_logout_uri = $14
+         WHERE client_id = $1"
+    )
+    .bind(&k.client_id)
+    .bind(&k.name)
+    .bind(&k.secret_hash)
+    .bind(&k.redirect_uris)
+    .bind(&k.post_logout_redirect_uris)
+    .bind(&k.grant_types)
+    .bind(&k.scopes)
+    .bind(&k.token_endpoint_auth_method)
+    .bind(&k.id_token_signed_response_alg)
+    .bind(k.first_party)
+    .bind(&k.jwks)
+    .bind(k.enabled)
+    .bind(k.updated_at)
+    .bind(&k.backchannel_logout_uri)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+pub async fn get_client(
+    a: &mut impl Access,
+    client_id: &str,
+) -> Result<Option<OidcClient>, StoreError> {
+    let sql = format!("SELECT {CLIENT_COLUMNS} FROM oidc_clients WHERE client_id = $1");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(client_id)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+/// Clients in `client_id` order after `after`, optionally of one org.
+pub async fn list_clients(
+    a: &mut impl Access,
+    org_id: Option<Uuid>,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<OidcClient>, StoreError> {
+    let sql = format!(
+        "SELECT {CLIENT_COLUMNS} FROM oidc_clients
+         WHERE ($1 IS NULL OR org_id = $1) AND ($2 IS NULL OR client_id > $2)
+         ORDER BY client_id LIMIT $3"
+    );
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(org_id)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await?))
+}
+
+pub async fn delete_client(a: &mut impl Access, client_id: &str) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| sqlx::query(
+        "DELETE FROM oidc_clients WHERE client_id = $1"
+    )
+    .bind(client_id)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+// ---------------------------------------------------------------------------------------
+// Authorization codes
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AuthorizationCode {
+    pub code_hash: String,
+    pub client_id: String,
+    pub user_id: Uuid,
+    /// The browser session the code was issued from.
+    pub session_id: Option<Uuid>,
+    pub org_id: Option<Uuid>,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub auth_time: DateTime<Utc>,
+    pub acr: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+const CODE_COLUMNS: &str = "code_hash, client_id, user_id, session_id, org_id, redirect_uri, \
+    scope, nonce, code_challenge, code_challenge_method, auth_time, acr, created_at, \
+    expires_at, used_at";
+
+pub async fn insert_code(a: &mut impl Access, k: &AuthorizationCode) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO oidc_authorization_codes ({CODE_COLUMNS})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    );
+    with_conn!(a, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&k.code_hash)
+        .bind(&k.client_id)
+        .bind(k.user_id)
+        .bind(k.session_id)
+        .bind(k.org_id)
+        .bind(&k.redirect_uri)
+        .bind(&k.scope)
+        .bind(&k.nonce)
+        .bind(&k.code_challenge)
+        .bind(&k.code_challenge_method)
+        .bind(k.auth_time)
+        .bind(&k.acr)
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .bind(k.used_at)
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+    Ok(())
+}
+
+pub async fn get_code(
+    a: &mut impl Access,
+    code_hash: &str,
+) -> Result<Option<AuthorizationCode>, StoreError> {
+    let sql = format!("SELECT {CODE_COLUMNS} FROM oidc_authorization_codes WHERE code_hash = $1");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(code_hash)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+/// Marks the code used, only if it was not (one of two concurrent exchanges wins).
+pub async fn use_code(
+    a: &mut impl Access,
+    code_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| {
+        sqlx::query(
+        "UPDATE oidc_authorization_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL"
+    )
+    .bind(code_hash)
+    .bind(now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()
+    });
+    Ok(n == 1)
+}
+
+/// Deletes codes that expired before `before`; returns how many.
+pub async fn purge_codes(a: &mut impl Access, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query(
+        "DELETE FROM oidc_authorization_codes WHERE expires_at < $1"
+    )
+    .bind(before)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Grants
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Grant {
+    pub session_id: Uuid,
+    pub client_id: String,
+    pub browser_session_id: Option<Uuid>,
+    pub code_hash: Option<String>,
+    pub scope: String,
+    pub acr: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+const GRANT_COLUMNS: &str =
+    "session_id, client_id, browser_session_id, code_hash, scope, acr, created_at";
+
+pub async fn insert_grant(a: &mut impl Access, g: &Grant) -> Result<(), StoreError> {
+    let sql =
+        format!("INSERT INTO oidc_grants ({GRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)");
+    with_conn!(a, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(g.session_id)
+        .bind(&g.client_id)
+        .bind(g.browser_session_id)
+        .bind(&g.code_hash)
+        .bind(&g.scope)
+        .bind(&g.acr)
+        .bind(g.created_at)
+        .execute(&mut *c)
+        .await?
+        .rows_affected());
+    Ok(())
+}
+
+pub async fn get_grant(a: &mut impl Access, session_id: Uuid) -> Result<Option<Grant>, StoreError> {
+    let sql = format!("SELECT {GRANT_COLUMNS} FROM oidc_grants WHERE session_id = $1");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(session_id)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+pub async fn grant_by_code(
+    a: &mut impl Access,
+    code_hash: &str,
+) -> Result<Option<Grant>, StoreError> {
+    let sql = format!("SELECT {GRANT_COLUMNS} FROM oidc_grants WHERE code_hash = $1");
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(code_hash)
+        .fetch_optional(&mut *c)
+        .await?))
+}
+
+/// The clients that hold grants made from a browser session.
+pub async fn clients_of_browser_session(
+    a: &mut impl Access,
+    browser_session_id: Uuid,
+) -> Result<Vec<OidcClient>, StoreError> {
+    let sql = format!(
+        "SELECT {CLIENT_COLUMNS} FROM oidc_clients WHERE client_id IN
+             (SELECT client_id FROM oidc_grants WHERE browser_session_id = $1)
+         ORDER BY client_id"
+    );
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(browser_session_id)
+        .fetch_all(&mut *c)
+        .await?))
+}
+
+/// Revokes the sessions of every grant made from a browser session; returns how many.
+pub async fn revoke_grants_of_browser_session(
+    a: &mut impl Access,
+    browser_session_id: Uuid,
+) -> Result<u64, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query(
+        "UPDATE sessions SET revoked = $2
+         WHERE NOT revoked AND session_id IN
+             (SELECT session_id FROM oidc_grants WHERE browser_session_id = $1)"
+    )
+    .bind(browser_session_id)
+    .bind(true)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Rotated refresh tokens
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RotatedToken {
+    pub token_hash: String,
+    pub session_id: Uuid,
+    /// The replacing token, encrypted with the data key.
+    pub successor: String,
+    pub successor_hash: String,
+    pub rotated_at: DateTime<Utc>,
+}
+
+pub async fn insert_rotated(a: &mut impl Access, r: &RotatedToken) -> Result<(), StoreError> {
+    with_conn!(a, |c| sqlx::query(
+        "INSERT INTO oidc_rotated_refresh_tokens
+             (token_hash, session_id, successor, successor_hash, rotated_at)
+         VALUES ($1, $2, $3, $4, $5)"
+    )
+    .bind(&r.token_hash)
+    .bind(r.session_id)
+    .bind(&r.successor)
+    .bind(&r.successor_hash)
+    .bind(r.rotated_at)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+pub async fn get_rotated(
+    a: &mut impl Access,
+    token_hash: &str,
+) -> Result<Option<RotatedToken>, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query_as(
+        "SELECT token_hash, session_id, successor, successor_hash, rotated_at
+         FROM oidc_rotated_refresh_tokens WHERE token_hash = $1"
+    )
+    .bind(token_hash)
+    .fetch_optional(&mut *c)
+    .await?))
+}
+
+// ---------------------------------------------------------------------------------------
+// Browser sessions
+
+pub async fn insert_browser_session(
+    a: &mut impl Access,
+    session_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    with_conn!(a, |c| sqlx::query(
+        "INSERT INTO oidc_browser_sessions (session_id, created_at) VALUES ($1, $2)"
+    )
+    .bind(session_id)
+    .bind(now)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+pub async fn is_browser_session(a: &mut impl Access, session_id: Uuid) -> Result<bool, StoreError> {
+    let n: i64 = with_conn!(a, |c| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM oidc_browser_sessions WHERE session_id = $1"
+    )
+    .bind(session_id)
+    .fetch_one(&mut *c)
+    .await?);
+    Ok(n > 0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Client assertions (RFC 7523)
+
+/// Records a used assertion id; false when it was already used (a replay).
+pub async fn use_assertion(
+    a: &mut impl Access,
+    jti_hash: &str,
+    client_id: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let n = with_conn!(a, |c| {
+        sqlx::query(
+        "INSERT INTO oidc_client_assertions (jti_hash, client_id, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (jti_hash) DO NOTHING"
+    )
+    .bind(jti_hash)
+    .bind(client_id)
+    .bind(expires_at)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()
+    });
+    Ok(n == 1)
+}
+
+/// Forgets assertions that expired before `before`.
+pub async fn purge_assertions(
+    a: &mut impl Access,
+    before: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query(
+        "DELETE FROM oidc_client_assertions WHERE expires_at < $1"
+    )
+    .bind(before)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()))
+}

@@ -1,0 +1,118 @@
+//! Hosted pages: server-rendered HTML (no JavaScript), escaped by the template engine
+//! (minijinja, autoescape on `.html`). Pure rendering: callers pass every value in.
+use minijinja::Environment;
+use serde::Serialize;
+use std::sync::OnceLock;
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("templates/base.html")),
+    ("login.html", include_str!("templates/login.html")),
+    ("mfa.html", include_str!("templates/mfa.html")),
+    ("password.html", include_str!("templates/password.html")),
+    ("consent.html", include_str!("templates/consent.html")),
+    ("error.html", include_str!("templates/error.html")),
+    ("logout.html", include_str!("templates/logout.html")),
+    ("org.html", include_str!("templates/org.html")),
+];
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        for (name, src) in TEMPLATES {
+            if let Err(e) = env.add_template(name, src) {
+                tracing::error!(template = name, error = %e, "template does not compile");
+            }
+        }
+        env
+    })
+}
+
+/// Renders a page; a template failure is a bug, answered with a bare message.
+pub fn render(name: &str, ctx: impl Serialize) -> String {
+    match env().get_template(name).and_then(|t| t.render(ctx)) {
+        Ok(html) => html,
+        Err(e) => {
+            tracing::error!(template = name, error = %e, "template failed");
+            "<!doctype html><title>Error</title><p>Internal error</p>".into()
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct LoginPage<'a> {
+    pub csrf: &'a str,
+    pub auth: &'a str,
+    pub email: &'a str,
+    pub client_name: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct StepPage<'a> {
+    pub csrf: &'a str,
+    pub auth: &'a str,
+    pub pending: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ConsentPage<'a> {
+    pub csrf: &'a str,
+    pub auth: &'a str,
+    pub client_name: &'a str,
+    pub scopes: Vec<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrgOption {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct OrgPage<'a> {
+    pub csrf: &'a str,
+    pub auth: &'a str,
+    pub client_name: &'a str,
+    pub orgs: Vec<OrgOption>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct LogoutPage<'a> {
+    pub csrf: &'a str,
+    pub done: bool,
+    pub post_logout_redirect_uri: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub state: Option<&'a str>,
+}
+
+pub fn error_page(message: &str) -> String {
+    render("error.html", minijinja::context! { message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_compiles_and_escapes() {
+        for (name, _) in TEMPLATES {
+            assert!(env().get_template(name).is_ok(), "{name}");
+        }
+        let html = render(
+            "login.html",
+            LoginPage {
+                csrf: "c",
+                auth: "client_id=a&x=\"><script>",
+                email: "<b>",
+                client_name: Some("<App>"),
+                error: None,
+            },
+        );
+        assert!(html.contains(r#"name="email""#) && html.contains(r#"name="password""#));
+        assert!(html.contains(r#"<label for="email">"#));
+        assert!(!html.contains("<script>") && !html.contains("<App>") && !html.contains("<b>"));
+        assert!(error_page("<x>").contains("&lt;x&gt;"));
+    }
+}
