@@ -13,6 +13,13 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("error.html", include_str!("templates/error.html")),
     ("logout.html", include_str!("templates/logout.html")),
     ("org.html", include_str!("templates/org.html")),
+    ("message.html", include_str!("templates/message.html")),
+    ("forgot.html", include_str!("templates/forgot.html")),
+    ("reset.html", include_str!("templates/reset.html")),
+    ("signup.html", include_str!("templates/signup.html")),
+    ("account.html", include_str!("templates/account.html")),
+    ("totp.html", include_str!("templates/totp.html")),
+    ("recovery.html", include_str!("templates/recovery.html")),
 ];
 
 fn env() -> &'static Environment<'static> {
@@ -85,6 +92,62 @@ pub struct LogoutPage<'a> {
     pub post_logout_redirect_uri: Option<&'a str>,
     pub client_id: Option<&'a str>,
     pub state: Option<&'a str>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct MessagePage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    pub error: bool,
+    pub link: Option<&'a str>,
+    pub link_text: Option<&'a str>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct FormPage<'a> {
+    pub csrf: &'a str,
+    pub token: &'a str,
+    pub invitation: &'a str,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub created_at: String,
+    pub user_agent: Option<String>,
+    pub current: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct AccountPage<'a> {
+    pub csrf: &'a str,
+    pub email: &'a str,
+    pub mfa_enabled: bool,
+    pub sessions: Vec<SessionRow>,
+    pub notice: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct TotpPage<'a> {
+    pub csrf: &'a str,
+    pub device_id: &'a str,
+    pub secret: &'a str,
+    pub otpauth_uri: &'a str,
+    pub error: Option<&'a str>,
+}
+
+pub fn message_page(title: &str, message: &str, error: bool) -> String {
+    render(
+        "message.html",
+        MessagePage {
+            title,
+            message,
+            error,
+            ..Default::default()
+        },
+    )
 }
 
 pub fn error_page(message: &str) -> String {
