@@ -212,6 +212,10 @@ pub const KEYS: &[KeySpec] = &[
         key: "oidc.key_activation_delay_secs",
         default: "3600",
     },
+    KeySpec {
+        key: "signup.mode",
+        default: "invitation",
+    },
 ];
 
 /// Environment variables with the `LINTEL_` prefix that are not configuration keys.
@@ -247,6 +251,23 @@ pub struct Config {
     pub waitlist: WaitlistConfig,
     pub impersonation: ImpersonationConfig,
     pub oidc: OidcConfig,
+    pub signup: SignupConfig,
+}
+
+/// Who may create an account on the hosted `/signup` page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignupMode {
+    /// Anyone (the address is then verified by email).
+    Open,
+    /// Only holders of a waitlist invitation link.
+    Invitation,
+    /// Nobody (accounts come from admins, SCIM or federation).
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignupConfig {
+    pub mode: SignupMode,
 }
 
 /// The OpenID Connect provider's lifetimes.
@@ -657,6 +678,14 @@ impl Config {
             },
             impersonation: ImpersonationConfig {
                 max_duration: raw.get("impersonation.max_duration_secs", positive_secs)?,
+            },
+            signup: SignupConfig {
+                mode: raw.get("signup.mode", |s| match s {
+                    "open" => Ok(SignupMode::Open),
+                    "invitation" => Ok(SignupMode::Invitation),
+                    "closed" => Ok(SignupMode::Closed),
+                    _ => Err("expected `open`, `invitation` or `closed`".into()),
+                })?,
             },
             oidc: OidcConfig {
                 access_token_ttl: raw.get("oidc.access_token_ttl_secs", positive_secs)?,

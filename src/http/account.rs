@@ -7,7 +7,7 @@ use super::oidc::{
     html, login_limited, peer, redirect, set_cookie, user_agent,
 };
 use super::state::AppState;
-use crate::config::Secret;
+use crate::config::{Secret, SignupMode};
 use crate::identity::audit::{Actor, ActorKind};
 use crate::identity::{Identity, IdentityError, mfa, sessions, tokens, users, waitlist};
 use crate::store::sessions::Session;
@@ -69,6 +69,7 @@ fn problem_text(e: &IdentityError) -> String {
             "That code is not valid.".into()
         }
         IdentityError::Conflict { .. } => "An account with this address already exists.".into(),
+        IdentityError::Forbidden { .. } => "Sign-up is not open.".into(),
         _ => "Something went wrong. Try again later.".into(),
     }
 }
@@ -220,21 +221,34 @@ async fn signup_form(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(invitation) = q.get("invitation") else {
-        // Sign-up is by invitation only (the waitlist's links).
-        return message(
-            StatusCode::NOT_FOUND,
-            "Sign-up is by invitation",
-            "Join the waitlist; you will receive an invitation link.",
-            true,
-        );
-    };
+    let mode = state.config.signup.mode;
+    let invitation = q.get("invitation").map(String::as_str);
+    match (mode, invitation) {
+        (SignupMode::Closed, _) => {
+            return message(
+                StatusCode::NOT_FOUND,
+                "Sign-up is closed",
+                "Ask your administrator for an account.",
+                true,
+            );
+        }
+        (SignupMode::Invitation, None) => {
+            return message(
+                StatusCode::NOT_FOUND,
+                "Sign-up is by invitation",
+                "Join the waitlist; you will receive an invitation link.",
+                true,
+            );
+        }
+        _ => {}
+    }
     let (csrf, set) = csrf_token(&headers);
     let page = web::render(
         "signup.html",
         web::FormPage {
             csrf: &csrf,
-            invitation,
+            invitation: invitation.unwrap_or(""),
+            ask_email: invitation.is_none(),
             ..Default::default()
         },
     );
@@ -256,22 +270,45 @@ async fn signup(
     }
     let invitation = field(&params, "invitation").unwrap_or("");
     let new = field(&params, "new_password").unwrap_or("");
-    let result = if Some(new) != field(&params, "confirm_password") {
-        Err(IdentityError::invalid(
-            "new_password",
-            "the passwords differ",
-        ))
-    } else {
-        waitlist::accept_invitation(
-            &state.identity,
-            invitation,
-            Some(&Secret::new(new.to_string())),
-            field(&params, "first_name"),
-            field(&params, "last_name"),
-        )
-        .await
-        .map(|_| ())
-    };
+    let mode = state.config.signup.mode;
+    let result =
+        if mode == SignupMode::Closed || (invitation.is_empty() && mode != SignupMode::Open) {
+            Err(IdentityError::Forbidden {
+                reason: "sign-up is not open".into(),
+            })
+        } else if Some(new) != field(&params, "confirm_password") {
+            Err(IdentityError::invalid(
+                "new_password",
+                "the passwords differ",
+            ))
+        } else if invitation.is_empty() {
+            // Open sign-up: the account exists at once; its address is verified by email.
+            let created = users::create(
+                &state.identity,
+                users::NewUser {
+                    email: field(&params, "email").unwrap_or("").to_string(),
+                    password: Some(Secret::new(new.to_string())),
+                    first_name: field(&params, "first_name").map(String::from),
+                    last_name: field(&params, "last_name").map(String::from),
+                    org_id: None,
+                },
+            )
+            .await;
+            match created {
+                Ok((u, _)) => tokens::send_email_verification(&state.identity, u.user_id).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            waitlist::accept_invitation(
+                &state.identity,
+                invitation,
+                Some(&Secret::new(new.to_string())),
+                field(&params, "first_name"),
+                field(&params, "last_name"),
+            )
+            .await
+            .map(|_| ())
+        };
     match result {
         Ok(()) => message(
             StatusCode::CREATED,
@@ -289,6 +326,7 @@ async fn signup(
                     web::FormPage {
                         csrf: &csrf,
                         invitation,
+                        ask_email: invitation.is_empty(),
                         error: Some(&text),
                         ..Default::default()
                     },
@@ -495,6 +533,7 @@ async fn totp_begin(
                         device_id: &device_id,
                         secret: &e.secret_base32,
                         otpauth_uri: &e.otpauth_uri,
+                        qr_svg: web::qr_svg(&e.otpauth_uri),
                         error: None,
                     },
                 ),
@@ -548,6 +587,7 @@ async fn totp_confirm(
                         device_id: field(&params, "device_id").unwrap_or(""),
                         secret: field(&params, "secret").unwrap_or(""),
                         otpauth_uri: field(&params, "otpauth_uri").unwrap_or(""),
+                        qr_svg: web::qr_svg(field(&params, "otpauth_uri").unwrap_or("")),
                         error: Some(&text),
                     },
                 ),

@@ -108,6 +108,8 @@ pub struct FormPage<'a> {
     pub csrf: &'a str,
     pub token: &'a str,
     pub invitation: &'a str,
+    /// Open sign-up: ask for the email address.
+    pub ask_email: bool,
     pub error: Option<&'a str>,
 }
 
@@ -135,7 +137,26 @@ pub struct TotpPage<'a> {
     pub device_id: &'a str,
     pub secret: &'a str,
     pub otpauth_uri: &'a str,
+    /// The `otpauth://` URI as an inline SVG QR code (rendered here, no external service).
+    pub qr_svg: Option<String>,
     pub error: Option<&'a str>,
+}
+
+/// An inline SVG QR code of `data` (ISO/IEC 18004), or `None` when it does not fit.
+pub fn qr_svg(data: &str) -> Option<String> {
+    if data.is_empty() {
+        return None;
+    }
+    let code = qrcode::QrCode::new(data.as_bytes()).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .build();
+    // Drop the XML declaration: the SVG is inlined in HTML.
+    Some(match svg.find("<svg") {
+        Some(i) => svg[i..].to_string(),
+        None => svg,
+    })
 }
 
 pub fn message_page(title: &str, message: &str, error: bool) -> String {
@@ -177,5 +198,8 @@ mod tests {
         assert!(html.contains(r#"<label for="email">"#));
         assert!(!html.contains("<script>") && !html.contains("<App>") && !html.contains("<b>"));
         assert!(error_page("<x>").contains("&lt;x&gt;"));
+        let qr =
+            qr_svg("otpauth://totp/Lintel:a%40b.c?secret=JBSWY3DPEHPK3PXP&issuer=Lintel").unwrap();
+        assert!(qr.starts_with("<svg") && qr.contains("</svg>"));
     }
 }

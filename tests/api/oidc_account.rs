@@ -242,6 +242,7 @@ async fn account_page_password_totp_and_sessions(app: TestApp) {
     // TOTP enrolment, then the recovery codes once.
     let enrol = b.post("/account/totp", &[("csrf", &csrf)]).await;
     assert_eq!(enrol.status, 200, "{}", enrol.body);
+    assert!(enrol.body.contains("<svg"), "an inline QR code");
     let secret = hidden(&enrol.body, "secret");
     let device = hidden(&enrol.body, "device_id");
     let seed = totp_rs::Secret::try_from_base32(&secret).unwrap();
@@ -287,5 +288,98 @@ async fn account_page_password_totp_and_sessions(app: TestApp) {
         .await;
     assert_eq!(r.status, 303);
     assert_eq!(b.get("/account").await.status, 401);
+    app.finish().await;
+}
+
+async fn spawn_with_signup(mode: &str, name: &str) -> TestApp {
+    crate::helpers::spawn_app_with(
+        crate::helpers::Backend::Sqlite,
+        name,
+        crate::helpers::Spawn {
+            env: &[("LINTEL_SIGNUP_MODE", mode)],
+            extra: None,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_signup_creates_an_account_and_sends_verification() {
+    let app = spawn_with_signup("open", "oidc_account::open_signup").await;
+    let mut b = Browser::new(&app);
+    let form = b.get(waitlist::SIGNUP_PATH).await;
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains(r#"name="email""#));
+    let csrf = hidden(&form.body, "csrf");
+    let pw = "open signup pass 1";
+    let done = b
+        .post(
+            waitlist::SIGNUP_PATH,
+            &[
+                ("email", "open@example.com"),
+                ("new_password", pw),
+                ("confirm_password", pw),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 201, "{}", done.body);
+    let u = users::find_by_email(&app.state.identity, "open@example.com")
+        .await
+        .unwrap();
+    assert!(!u.email_confirmed);
+    let token = link_token(&app, tokens::VERIFY_EMAIL_PATH, "token").await;
+    assert_eq!(
+        b.get(&format!("{}?token={token}", tokens::VERIFY_EMAIL_PATH))
+            .await
+            .status,
+        200
+    );
+    // The same address again: refused.
+    let again = b
+        .post(
+            waitlist::SIGNUP_PATH,
+            &[
+                ("email", "open@example.com"),
+                ("new_password", pw),
+                ("confirm_password", pw),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, 400);
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_signup_refuses_even_invitations() {
+    let app = spawn_with_signup("closed", "oidc_account::closed_signup").await;
+    let id = &app.state.identity;
+    let signup = waitlist::join(id, "late@example.com").await.unwrap();
+    waitlist::invite(id, signup.signup_id).await.unwrap();
+    let token = link_token(&app, waitlist::SIGNUP_PATH, "invitation").await;
+    let mut b = Browser::new(&app);
+    assert_eq!(
+        b.get(&format!("{}?invitation={token}", waitlist::SIGNUP_PATH))
+            .await
+            .status,
+        404
+    );
+    let page = b.get("/forgot-password").await;
+    let csrf = hidden(&page.body, "csrf");
+    let r = b
+        .post(
+            waitlist::SIGNUP_PATH,
+            &[
+                ("invitation", &token),
+                ("new_password", "x y z w v u t"),
+                ("confirm_password", "x y z w v u t"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(users::find_by_email(id, "late@example.com").await.is_err());
     app.finish().await;
 }
