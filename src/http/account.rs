@@ -51,6 +51,22 @@ fn message(status: StatusCode, title: &str, text: &str, error: bool) -> Response
     html(status, web::message_page(title, text, error))
 }
 
+fn message_with_link(status: StatusCode, title: &str, text: &str, error: bool) -> Response {
+    html(
+        status,
+        web::render(
+            "message.html",
+            web::MessagePage {
+                title,
+                message: text,
+                error,
+                link: Some("/login"),
+                link_text: Some("Sign in"),
+            },
+        ),
+    )
+}
+
 fn forbidden_form() -> Response {
     error_page(
         StatusCode::FORBIDDEN,
@@ -355,10 +371,10 @@ async fn signed_in(
             });
             Ok((s, id))
         }
-        Ok(None) => Err(message(
+        Ok(None) => Err(message_with_link(
             StatusCode::UNAUTHORIZED,
             "Sign in first",
-            "Sign in from one of your applications, then come back to this page.",
+            "Sign in to see your account.",
             true,
         )),
         Err(e) => Err(error_page(

@@ -35,7 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/.well-known/oauth-authorization-server", get(discovery))
         .route("/oauth2/jwks", get(jwks))
         .route("/oauth2/authorize", get(authorize).post(authorize))
-        .route("/login", post(login))
+        .route("/login", get(login_page).post(login))
         .route("/login/mfa", post(login_mfa))
         .route("/login/password", post(login_password))
         .route("/consent", post(consent))
@@ -427,6 +427,18 @@ async fn after_step(
                 },
             ),
         ),
+        // A sign-in of its own (no authorization request): the account page.
+        Step::Done { cookie, .. } if field(params, "client_id").is_none() => {
+            let mut resp = redirect("/account");
+            set_cookie(
+                &mut resp,
+                SESSION_COOKIE,
+                &cookie,
+                state.oidc.secure_cookies(),
+                None,
+            );
+            resp
+        }
         Step::Done { session, cookie } => {
             let mut resp = match interaction::authorize(
                 &state.identity,
@@ -453,6 +465,31 @@ async fn after_step(
             resp
         }
     }
+}
+
+/// `GET /login`: the sign-in page on its own (it leads to the account page).
+async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (csrf, set) = csrf_token(&headers);
+    let mut resp = html(
+        StatusCode::OK,
+        web::render(
+            "login.html",
+            web::LoginPage {
+                csrf: &csrf,
+                ..Default::default()
+            },
+        ),
+    );
+    if set {
+        set_cookie(
+            &mut resp,
+            CSRF_COOKIE,
+            &csrf,
+            state.oidc.secure_cookies(),
+            None,
+        );
+    }
+    resp
 }
 
 /// The message a failed login step shows (never whether the email exists).

@@ -288,6 +288,44 @@ async fn account_page_password_totp_and_sessions(app: TestApp) {
         .await;
     assert_eq!(r.status, 303);
     assert_eq!(b.get("/account").await.status, 401);
+    // The sign-in page on its own leads back to the account page (with the MFA step).
+    let page = b.get("/login").await;
+    assert_eq!(page.status, 200);
+    let mfa = submit_login(&mut b, &page, &s.email, "another secret 9").await;
+    assert_eq!(mfa.status, 200, "{}", mfa.body);
+    assert!(mfa.body.contains(r#"name="code""#));
+    let recovery = codes
+        .body
+        .split("<code>")
+        .nth(1)
+        .unwrap()
+        .split("</code>")
+        .next()
+        .unwrap()
+        .to_string();
+    let (csrf, auth, pending) = (
+        hidden(&mfa.body, "csrf"),
+        hidden(&mfa.body, "auth"),
+        hidden(&mfa.body, "pending"),
+    );
+    let done = b
+        .post(
+            "/login/mfa",
+            &[
+                ("code", recovery.as_str()),
+                ("csrf", &csrf),
+                ("auth", &auth),
+                ("pending", &pending),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (done.status, done.location.as_deref()),
+        (303, Some("/account")),
+        "{}",
+        done.body
+    );
+    assert_eq!(b.get("/account").await.status, 200);
     app.finish().await;
 }
 
