@@ -19,6 +19,8 @@ work=$(mktemp -d)
 server_pid=""
 cleanup() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
+    # `run serve &` is a subshell whose child is the server.
+    pkill -TERM -P "$server_pid" 2>/dev/null || true
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
@@ -55,7 +57,8 @@ lintel="${target_dir}/debug/lintel"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 issuer="http://127.0.0.1:${port}"
 run() {
-  (cd "$work" && env -u LINTEL_TEST_POSTGRES_URL -u LINTEL_CONFIG \
+  # exec: the server is this (sub)shell, so killing $! stops it.
+  (cd "$work" && exec env -u LINTEL_TEST_POSTGRES_URL -u LINTEL_CONFIG \
     LINTEL_DATABASE_URL="sqlite://${work}/lintel.db" \
     LINTEL_BIND="127.0.0.1:${port}" \
     LINTEL_ISSUER="${issuer}" \
