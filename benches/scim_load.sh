@@ -75,8 +75,8 @@ INSERT INTO users (user_id, email, created_at, email_confirmed)
 INSERT INTO user_organization_info (user_id, org_id, user_role, url_safe_org_name, inherited_user_roles_plus_current_role, user_permissions)
   SELECT p.uid, m.org_id, 'member', m.url_safe_org_name, '["member"]', '["members:read","org:read"]'
   FROM plan p JOIN orgmap m ON m.o = p.o;
-INSERT INTO scim_users (org_id, user_id, user_name, display_name, attributes, active)
-  SELECT m.org_id, p.uid, 'user' || p.i || '@bench' || p.o || '.example', 'User ' || p.i,
+INSERT INTO scim_users (org_id, user_id, user_name, user_name_key, display_name, attributes, active)
+  SELECT m.org_id, p.uid, 'user' || p.i || '@bench' || p.o || '.example', 'user' || p.i || '@bench' || p.o || '.example', 'User ' || p.i,
          json_object('name', json_object('givenName', 'User', 'familyName', 'N' || p.i),
                      'emails', json_array(json_object('value', 'user' || p.i || '@bench' || p.o || '.example', 'primary', json('true'))),
                      'displayName', 'User ' || p.i, 'active', json('true')), 1
@@ -100,8 +100,8 @@ INSERT INTO users (user_id, email, created_at, email_confirmed)
 INSERT INTO user_organization_info (user_id, org_id, user_role, url_safe_org_name, inherited_user_roles_plus_current_role, user_permissions)
   SELECT p.uid, m.org_id, 'member', m.url_safe_org_name, '{member}', '{members:read,org:read}'
   FROM plan p JOIN orgmap m ON m.o = p.o;
-INSERT INTO scim_users (org_id, user_id, user_name, display_name, attributes, active)
-  SELECT m.org_id, p.uid, 'user' || p.i || '@bench' || p.o || '.example', 'User ' || p.i,
+INSERT INTO scim_users (org_id, user_id, user_name, user_name_key, display_name, attributes, active)
+  SELECT m.org_id, p.uid, 'user' || p.i || '@bench' || p.o || '.example', 'user' || p.i || '@bench' || p.o || '.example', 'User ' || p.i,
          jsonb_build_object('name', jsonb_build_object('givenName', 'User', 'familyName', 'N' || p.i),
                             'emails', jsonb_build_array(jsonb_build_object('value', 'user' || p.i || '@bench' || p.o || '.example', 'primary', true)),
                             'displayName', 'User ' || p.i, 'active', true), true

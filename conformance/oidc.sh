@@ -3,7 +3,8 @@
 # `lintel serve` end to end — openid-client v6 (npm) and Authlib (PyPI) — through
 # discovery, PKCE authorization, the hosted login form, code exchange with ID-token
 # validation, userinfo, refresh, revocation and logout (conformance/oidc/*); then checks
-# modelled on the OpenID Foundation's Basic OP and Config OP modules (oidf_checks.py).
+# modelled on the OpenID Foundation's Basic OP and Config OP modules (oidf_checks.py); then
+# the hosted pages in headless chromium (browser.mjs; screenshots under target/).
 # Starts its own server on SQLite; exits non-zero on any failure; cleans up on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,12 +30,24 @@ trap cleanup EXIT
 
 step "relying parties: openid-client (npm), Authlib (PyPI)"
 mkdir -p "$node_dir"
-cp conformance/oidc/package.json conformance/oidc/openid_client_rp.mjs "$node_dir/"
+cp conformance/oidc/package.json conformance/oidc/openid_client_rp.mjs conformance/oidc/browser.mjs "$node_dir/"
 (cd "$node_dir" && npm install --silent --no-audit --no-fund >/dev/null)
 if [ ! -x "${venv}/bin/python" ]; then
   rm -rf "$venv"
   python3 -m venv "$venv"
   "${venv}/bin/pip" install --quiet --disable-pip-version-check "authlib==${AUTHLIB_VERSION}" requests
+fi
+
+# The headless-browser test needs Debian's chromium (playwright-core downloads no browser).
+if ! [ -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    step "apt-get install chromium"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "FAIL: /usr/bin/chromium is missing (apt-get install chromium)" >&2
+    exit 1
+  fi
 fi
 
 step "cargo build"
@@ -78,8 +91,18 @@ created=$(run oidc-client create --name "RS256 RP" --first-party --id-token-alg 
   --redirect-uri "$REDIRECT_URI")
 RS256_CLIENT_ID=$(echo "$created" | field client_id)
 RS256_CLIENT_SECRET=$(echo "$created" | field client_secret)
+# A user of two orgs and a client asking for the `org` scope (the organization picker), for
+# the browser test, which also enrols TOTP for this user: a user of its own.
+BROWSER_EMAIL="browser@conformance.test"
+echo "$PASSWORD" | run user create --email "$BROWSER_EMAIL" --password-stdin >/dev/null
+for org in "Alpha Org" "Beta Org"; do
+  org_id=$(run org create --name "$org" | field org_id)
+  run org add-member --org "$org_id" --user "$BROWSER_EMAIL" >/dev/null
+done
+ORG_CLIENT_ID=$(run oidc-client create --name "Org RP" --first-party --scope openid --scope org \
+  --redirect-uri "$REDIRECT_URI" | field client_id)
 export ISSUER="$issuer" CLIENT_ID CLIENT_SECRET REDIRECT_URI POST_LOGOUT_URI EMAIL PASSWORD \
-  POST_CLIENT_ID POST_CLIENT_SECRET RS256_CLIENT_ID RS256_CLIENT_SECRET
+  POST_CLIENT_ID POST_CLIENT_SECRET RS256_CLIENT_ID RS256_CLIENT_SECRET ORG_CLIENT_ID
 
 step "lintel serve on ${issuer}"
 run serve >"${work}/server.log" 2>&1 &
@@ -102,6 +125,10 @@ step "Authlib"
 "${venv}/bin/python" conformance/oidc/authlib_rp.py || status=1
 step "OIDF Basic/Config OP style checks"
 "${venv}/bin/python" conformance/oidc/oidf_checks.py || status=1
+step "headless chromium (playwright-core): login, org picker, TOTP, logout, MFA login"
+EMAIL="$BROWSER_EMAIL" SHOTS="${target_dir}/oidc-browser-screenshots" \
+  node "${node_dir}/browser.mjs" || status=1
+echo "screenshots: ${target_dir}/oidc-browser-screenshots"
 
 if grep -q "panicked\|internal error" "${work}/server.log"; then
   echo "FAIL: the server logged internal errors:" >&2

@@ -240,6 +240,10 @@ pub const KEYS: &[KeySpec] = &[
         key: "oidc.key_activation_delay_secs",
         default: "3600",
     },
+    KeySpec {
+        key: "signup.mode",
+        default: "invitation",
+    },
 ];
 
 /// Environment variables with the `LINTEL_` prefix that are not configuration keys.
@@ -276,6 +280,23 @@ pub struct Config {
     pub impersonation: ImpersonationConfig,
     pub scim: ScimConfig,
     pub oidc: OidcConfig,
+    pub signup: SignupConfig,
+}
+
+/// Who may create an account on the hosted `/signup` page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignupMode {
+    /// Anyone (the address is then verified by email).
+    Open,
+    /// Only holders of a waitlist invitation link.
+    Invitation,
+    /// Nobody (accounts come from admins, SCIM or federation).
+    Closed,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignupConfig {
+    pub mode: SignupMode,
 }
 
 /// The SCIM server (`/scim/v2`).
@@ -721,6 +742,14 @@ impl Config {
                     "true" => Ok(true),
                     "false" => Ok(false),
                     _ => Err("expected true or false".into()),
+                })?,
+            },
+            signup: SignupConfig {
+                mode: raw.get("signup.mode", |s| match s {
+                    "open" => Ok(SignupMode::Open),
+                    "invitation" => Ok(SignupMode::Invitation),
+                    "closed" => Ok(SignupMode::Closed),
+                    _ => Err("expected `open`, `invitation` or `closed`".into()),
                 })?,
             },
             oidc: OidcConfig {

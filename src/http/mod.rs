@@ -13,6 +13,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+pub mod account;
 pub mod api;
 pub mod error;
 pub mod extract;
@@ -59,6 +60,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(management)
         .merge(scim::routes())
         .merge(oidc::routes())
+        .merge(account::routes())
         .merge(extra)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -35,7 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/.well-known/oauth-authorization-server", get(discovery))
         .route("/oauth2/jwks", get(jwks))
         .route("/oauth2/authorize", get(authorize).post(authorize))
-        .route("/login", post(login))
+        .route("/login", get(login_page).post(login))
         .route("/login/mfa", post(login_mfa))
         .route("/login/password", post(login_password))
         .route("/consent", post(consent))
@@ -99,7 +99,7 @@ fn no_store(h: &mut HeaderMap) {
 }
 
 /// A 303 to `location` (after a POST the browser follows with GET).
-fn redirect(location: &str) -> Response {
+pub(super) fn redirect(location: &str) -> Response {
     let mut resp = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(location) {
         resp.headers_mut().insert(header::LOCATION, v);
@@ -109,7 +109,7 @@ fn redirect(location: &str) -> Response {
 }
 
 /// An HTML page: never cached, never framed, no scripts.
-fn html(status: StatusCode, body: String) -> Response {
+pub(super) fn html(status: StatusCode, body: String) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -127,18 +127,18 @@ fn html(status: StatusCode, body: String) -> Response {
     resp
 }
 
-fn error_page(status: StatusCode, message: &str) -> Response {
+pub(super) fn error_page(status: StatusCode, message: &str) -> Response {
     html(status, web::error_page(message))
 }
 
 // ---------------------------------------------------------------------------------------
 // Request helpers
 
-fn form(body: &[u8]) -> Vec<(String, String)> {
+pub(super) fn form(body: &[u8]) -> Vec<(String, String)> {
     url::form_urlencoded::parse(body).into_owned().collect()
 }
 
-fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
@@ -158,7 +158,7 @@ fn is_form(headers: &HeaderMap) -> bool {
         })
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -169,7 +169,13 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-fn set_cookie(resp: &mut Response, name: &str, value: &str, secure: bool, max_age: Option<i64>) {
+pub(super) fn set_cookie(
+    resp: &mut Response,
+    name: &str,
+    value: &str,
+    secure: bool,
+    max_age: Option<i64>,
+) {
     let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
     if secure {
         c.push_str("; Secure");
@@ -182,11 +188,11 @@ fn set_cookie(resp: &mut Response, name: &str, value: &str, secure: bool, max_ag
     }
 }
 
-fn peer(ci: &Option<ConnectInfo<SocketAddr>>) -> Option<std::net::IpAddr> {
+pub(super) fn peer(ci: &Option<ConnectInfo<SocketAddr>>) -> Option<std::net::IpAddr> {
     ci.as_ref().map(|c| c.0.ip())
 }
 
-fn user_agent(headers: &HeaderMap) -> Option<String> {
+pub(super) fn user_agent(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -203,7 +209,7 @@ fn acting(state: &AppState, headers: &HeaderMap, ci: &Option<ConnectInfo<SocketA
 }
 
 /// The CSRF token of the browser (double-submit cookie), and whether it must be set.
-fn csrf_token(headers: &HeaderMap) -> (String, bool) {
+pub(super) fn csrf_token(headers: &HeaderMap) -> (String, bool) {
     match cookie(headers, CSRF_COOKIE).filter(|c| c.len() >= 32) {
         Some(c) => (c, false),
         None => (crate::identity::sessions::new_token(), true),
@@ -211,14 +217,14 @@ fn csrf_token(headers: &HeaderMap) -> (String, bool) {
 }
 
 /// A form post carries the CSRF cookie's value (constant-time comparison).
-fn csrf_ok(headers: &HeaderMap, params: &[(String, String)]) -> bool {
+pub(super) fn csrf_ok(headers: &HeaderMap, params: &[(String, String)]) -> bool {
     match (cookie(headers, CSRF_COOKIE), field(params, "csrf")) {
         (Some(c), Some(f)) => c.len() >= 32 && bool::from(c.as_bytes().ct_eq(f.as_bytes())),
         _ => false,
     }
 }
 
-async fn browser_session(
+pub(super) async fn browser_session(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Session>, OidcError> {
@@ -421,6 +427,18 @@ async fn after_step(
                 },
             ),
         ),
+        // A sign-in of its own (no authorization request): the account page.
+        Step::Done { cookie, .. } if field(params, "client_id").is_none() => {
+            let mut resp = redirect("/account");
+            set_cookie(
+                &mut resp,
+                SESSION_COOKIE,
+                &cookie,
+                state.oidc.secure_cookies(),
+                None,
+            );
+            resp
+        }
         Step::Done { session, cookie } => {
             let mut resp = match interaction::authorize(
                 &state.identity,
@@ -449,6 +467,31 @@ async fn after_step(
     }
 }
 
+/// `GET /login`: the sign-in page on its own (it leads to the account page).
+async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (csrf, set) = csrf_token(&headers);
+    let mut resp = html(
+        StatusCode::OK,
+        web::render(
+            "login.html",
+            web::LoginPage {
+                csrf: &csrf,
+                ..Default::default()
+            },
+        ),
+    );
+    if set {
+        set_cookie(
+            &mut resp,
+            CSRF_COOKIE,
+            &csrf,
+            state.oidc.secure_cookies(),
+            None,
+        );
+    }
+    resp
+}
+
 /// The message a failed login step shows (never whether the email exists).
 fn login_message(e: &crate::identity::IdentityError) -> &'static str {
     use crate::identity::IdentityError as E;
@@ -465,7 +508,10 @@ fn login_message(e: &crate::identity::IdentityError) -> &'static str {
 }
 
 /// The rate limit of login forms (per IP).
-async fn login_limited(state: &AppState, ci: &Option<ConnectInfo<SocketAddr>>) -> Option<Response> {
+pub(super) async fn login_limited(
+    state: &AppState,
+    ci: &Option<ConnectInfo<SocketAddr>>,
+) -> Option<Response> {
     let ip = peer(ci)?;
     match crate::identity::rate_limit::check(&state.identity, &RateKey::new(Family::Login).ip(ip))
         .await

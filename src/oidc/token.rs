@@ -334,6 +334,51 @@ pub async fn refresh_token(
     scope: Option<&str>,
 ) -> Result<TokenResponse, OidcError> {
     require_grant(client, GRANT_REFRESH_TOKEN)?;
+    match refresh_once(id, p, client, token, scope).await {
+        // A concurrent refresh rotated the token between our read and our write (possible
+        // on PostgreSQL): answer as the grace window says, from the rotation it recorded.
+        Err(Raced) => refresh_once(id, p, client, token, scope)
+            .await
+            .map_err(|_| OidcError::invalid_grant("the refresh token was just used"))?,
+        Ok(r) => r,
+    }
+}
+
+/// A refresh lost a race with a concurrent rotation of the same token.
+struct Raced;
+
+async fn refresh_once(
+    id: &Identity,
+    p: &Provider,
+    client: &OidcClient,
+    token: &str,
+    scope: Option<&str>,
+) -> Result<Result<TokenResponse, OidcError>, Raced> {
+    match refresh_inner(id, p, client, token, scope).await {
+        Err(RefreshError::Raced) => Err(Raced),
+        Err(RefreshError::Oidc(e)) => Ok(Err(e)),
+        Ok(r) => Ok(Ok(r)),
+    }
+}
+
+enum RefreshError {
+    Raced,
+    Oidc(OidcError),
+}
+
+impl<E: Into<OidcError>> From<E> for RefreshError {
+    fn from(e: E) -> Self {
+        RefreshError::Oidc(e.into())
+    }
+}
+
+async fn refresh_inner(
+    id: &Identity,
+    p: &Provider,
+    client: &OidcClient,
+    token: &str,
+    scope: Option<&str>,
+) -> Result<TokenResponse, RefreshError> {
     let now = id.clock.now();
     let old_hash = hash_token(token);
     let mut tx = id.db.begin().await.map_err(IdentityError::from)?;
@@ -350,7 +395,7 @@ pub async fn refresh_token(
             if !store::sessions::rotate_refresh_hash(&mut tx, s.session_id, &old_hash, &fresh_hash)
                 .await?
             {
-                return Err(OidcError::invalid_grant("the refresh token was just used"));
+                return Err(RefreshError::Raced);
             }
             let successor = id
                 .data_key
@@ -388,9 +433,9 @@ pub async fn refresh_token(
                 // Reuse of a rotated token: the family is compromised (BCP §4.14.2).
                 revoke_grant_in(&mut tx, id, s.session_id, "refresh_token_reuse").await?;
                 tx.commit().await.map_err(IdentityError::from)?;
-                return Err(OidcError::invalid_grant(
-                    "the refresh token has already been used",
-                ));
+                return Err(
+                    OidcError::invalid_grant("the refresh token has already been used").into(),
+                );
             }
             let plain = id
                 .data_key
@@ -410,9 +455,9 @@ pub async fn refresh_token(
         Some(s) => {
             let asked = parse_scope(s);
             if let Some(bad) = asked.iter().find(|a| !granted.contains(a)) {
-                return Err(OidcError::InvalidScope(format!(
-                    "scope `{bad}` was not granted"
-                )));
+                return Err(
+                    OidcError::InvalidScope(format!("scope `{bad}` was not granted")).into(),
+                );
             }
             asked
         }

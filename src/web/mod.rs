@@ -13,6 +13,13 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("error.html", include_str!("templates/error.html")),
     ("logout.html", include_str!("templates/logout.html")),
     ("org.html", include_str!("templates/org.html")),
+    ("message.html", include_str!("templates/message.html")),
+    ("forgot.html", include_str!("templates/forgot.html")),
+    ("reset.html", include_str!("templates/reset.html")),
+    ("signup.html", include_str!("templates/signup.html")),
+    ("account.html", include_str!("templates/account.html")),
+    ("totp.html", include_str!("templates/totp.html")),
+    ("recovery.html", include_str!("templates/recovery.html")),
 ];
 
 fn env() -> &'static Environment<'static> {
@@ -87,6 +94,83 @@ pub struct LogoutPage<'a> {
     pub state: Option<&'a str>,
 }
 
+#[derive(Debug, Default, Serialize)]
+pub struct MessagePage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    pub error: bool,
+    pub link: Option<&'a str>,
+    pub link_text: Option<&'a str>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct FormPage<'a> {
+    pub csrf: &'a str,
+    pub token: &'a str,
+    pub invitation: &'a str,
+    /// Open sign-up: ask for the email address.
+    pub ask_email: bool,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub created_at: String,
+    pub user_agent: Option<String>,
+    pub current: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct AccountPage<'a> {
+    pub csrf: &'a str,
+    pub email: &'a str,
+    pub mfa_enabled: bool,
+    pub sessions: Vec<SessionRow>,
+    pub notice: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct TotpPage<'a> {
+    pub csrf: &'a str,
+    pub device_id: &'a str,
+    pub secret: &'a str,
+    pub otpauth_uri: &'a str,
+    /// The `otpauth://` URI as an inline SVG QR code (rendered here, no external service).
+    pub qr_svg: Option<String>,
+    pub error: Option<&'a str>,
+}
+
+/// An inline SVG QR code of `data` (ISO/IEC 18004), or `None` when it does not fit.
+pub fn qr_svg(data: &str) -> Option<String> {
+    if data.is_empty() {
+        return None;
+    }
+    let code = qrcode::QrCode::new(data.as_bytes()).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .build();
+    // Drop the XML declaration: the SVG is inlined in HTML.
+    Some(match svg.find("<svg") {
+        Some(i) => svg[i..].to_string(),
+        None => svg,
+    })
+}
+
+pub fn message_page(title: &str, message: &str, error: bool) -> String {
+    render(
+        "message.html",
+        MessagePage {
+            title,
+            message,
+            error,
+            ..Default::default()
+        },
+    )
+}
+
 pub fn error_page(message: &str) -> String {
     render("error.html", minijinja::context! { message })
 }
@@ -114,5 +198,8 @@ mod tests {
         assert!(html.contains(r#"<label for="email">"#));
         assert!(!html.contains("<script>") && !html.contains("<App>") && !html.contains("<b>"));
         assert!(error_page("<x>").contains("&lt;x&gt;"));
+        let qr =
+            qr_svg("otpauth://totp/Lintel:a%40b.c?secret=JBSWY3DPEHPK3PXP&issuer=Lintel").unwrap();
+        assert!(qr.starts_with("<svg") && qr.contains("</svg>"));
     }
 }

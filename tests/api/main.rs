@@ -18,6 +18,7 @@ mod metrics;
 mod mfa;
 mod migrations;
 mod oidc;
+mod oidc_account;
 mod oidc_clients;
 mod rate_limits;
 mod roles;
