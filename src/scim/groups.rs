@@ -5,14 +5,13 @@
 //! an update. Group → role rules of the org's clients grant and revoke roles in the same
 //! transaction.
 use super::ScimError;
-use super::query::{self, Kind};
-use super::resource::{Ctx, ListParams, check_if_match, etag, list_response};
+use super::query::Kind;
+use super::resource::{Ctx, ListParams, ListPlan, check_if_match, etag, list_response};
 use super::schema::{self, GROUP_RESOURCE};
-use super::{GROUP_SCHEMA, filter, patch};
+use super::{GROUP_SCHEMA, patch};
 use crate::identity::audit::{self, Event};
 use crate::identity::metrics::{ScimOperation, ScimResource, record_scim_provisioning};
-use crate::store::scim::query::Cond;
-use crate::store::scim::resources::{self as res, GroupRow, Page};
+use crate::store::scim::resources::{self as res, GroupRow};
 use crate::store::{self, Tx};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
@@ -115,50 +114,28 @@ pub async fn get(
 }
 
 pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
-    let cond = match params.filter.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(f) => {
-            let parsed = filter::parse_for(&GROUP_RESOURCE, f)?;
-            Some(query::compile(Kind::Group, &ctx.rules, &parsed)?)
-        }
-    };
-    let (offset, limit) = params.window(100, ctx.id.config.scim.max_results);
-    let sort = match params.sort_by.as_deref() {
-        Some(s) if !s.trim().is_empty() => Some(query::sort_col(Kind::Group, &ctx.rules, s)?),
-        _ => None,
-    };
-    let cursor = params.cursor.is_some();
-    if cursor && (sort.is_some() || params.start_index.is_some()) {
-        return Err(ScimError::invalid_value(
-            "cursor pagination orders by id: do not combine cursor with sortBy or startIndex",
-        ));
-    }
-    let page = Page {
-        sort,
-        descending: params.descending()?,
-        offset: if cursor { 0 } else { offset },
-        limit,
-        after: params.cursor_after()?,
-    };
+    let plan = ListPlan::new(ctx, Kind::Group, &GROUP_RESOURCE, params)?;
     let mut c = ctx.id.db.conn().await?;
-    let filtered = cond.is_some();
-    let cond = cond.unwrap_or(Cond::Const(true));
-    let rows = if limit == 0 {
+    let rows = if plan.page.limit == 0 {
         Vec::new()
     } else {
-        res::search_groups(&mut c, ctx.client_id(), ctx.org_id(), &cond, &page).await?
+        res::search_groups(
+            &mut c,
+            ctx.client_id(),
+            ctx.org_id(),
+            &plan.cond,
+            &plan.page,
+        )
+        .await?
     };
-    // A first page that is not full holds every match: no count needed.
-    let total = if !filtered {
+    let total = if !plan.filtered {
         res::total(&mut c, ctx.org_id(), RESOURCE).await?
-    } else if !cursor && offset == 0 && limit > 0 && rows.len() < limit as usize {
-        rows.len() as i64
+    } else if let Some(n) = plan.total_from_page(rows.len()) {
+        n
     } else {
-        res::count_groups(&mut c, ctx.client_id(), ctx.org_id(), &cond).await?
+        res::count_groups(&mut c, ctx.client_id(), ctx.org_id(), &plan.cond).await?
     };
-    let next = (cursor && rows.len() == limit as usize && limit > 0)
-        .then(|| rows.last().map(|r| r.group_id.to_string()))
-        .flatten();
+    let next = plan.next_cursor(rows.len(), rows.last().map(|r| r.group_id));
     let with_members = wants_members(params);
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -175,8 +152,7 @@ pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
             &params.excluded_attributes,
         ));
     }
-    let start = if cursor { 1 } else { offset as i64 + 1 };
-    Ok(list_response(total, start, items, next))
+    Ok(list_response(total, plan.start_index(), items, next))
 }
 
 struct Incoming {

@@ -288,3 +288,80 @@ impl From<IdentityError> for ScimError {
         }
     }
 }
+
+/// A list read planned from its parameters (RFC 7644 §3.4.2.2-4, RFC 9865): the compiled
+/// filter and the page. Shared by `/Users` and `/Groups`.
+pub struct ListPlan {
+    pub cond: crate::store::scim::query::Cond,
+    pub filtered: bool,
+    pub page: crate::store::scim::resources::Page,
+    pub cursor: bool,
+    offset: u64,
+}
+
+impl ListPlan {
+    pub fn new(
+        ctx: &Ctx,
+        kind: super::query::Kind,
+        rt: &super::schema::ResourceType,
+        params: &ListParams,
+    ) -> Result<ListPlan, ScimError> {
+        use super::query;
+        let cond = match params.filter.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(f) => {
+                let parsed = super::filter::parse_for(rt, f)?;
+                Some(query::compile(kind, &ctx.rules, &parsed)?)
+            }
+        };
+        let (offset, limit) = params.window(100, ctx.id.config.scim.max_results);
+        let sort = match params.sort_by.as_deref() {
+            Some(s) if !s.trim().is_empty() => Some(query::sort_col(kind, &ctx.rules, s)?),
+            _ => None,
+        };
+        let cursor = params.cursor.is_some();
+        if cursor && (sort.is_some() || params.start_index.is_some()) {
+            return Err(ScimError::invalid_value(
+                "cursor pagination orders by id: do not combine cursor with sortBy or startIndex",
+            ));
+        }
+        let page = crate::store::scim::resources::Page {
+            sort,
+            descending: params.descending()?,
+            offset: if cursor { 0 } else { offset },
+            limit,
+            after: params.cursor_after()?,
+        };
+        Ok(ListPlan {
+            filtered: cond.is_some(),
+            cond: cond.unwrap_or(crate::store::scim::query::Cond::Const(true)),
+            page,
+            cursor,
+            offset,
+        })
+    }
+
+    /// `totalResults` without a count, for a filtered first page that is not full (it
+    /// holds every match).
+    pub fn total_from_page(&self, rows: usize) -> Option<i64> {
+        let limit = self.page.limit as usize;
+        (self.filtered && !self.cursor && self.offset == 0 && limit > 0 && rows < limit)
+            .then_some(rows as i64)
+    }
+
+    /// RFC 9865 `nextCursor`: the last id of a full cursor page.
+    pub fn next_cursor(&self, rows: usize, last: Option<Uuid>) -> Option<String> {
+        let limit = self.page.limit as usize;
+        (self.cursor && limit > 0 && rows == limit)
+            .then(|| last.map(|l| l.to_string()))
+            .flatten()
+    }
+
+    pub fn start_index(&self) -> i64 {
+        if self.cursor {
+            1
+        } else {
+            self.offset as i64 + 1
+        }
+    }
+}

@@ -8,16 +8,15 @@
 //! row, the SCIM client as actor.
 use super::ScimError;
 use super::mapping::{self, LocalRow};
-use super::query::{self, Kind};
-use super::resource::{Ctx, ListParams, check_if_match, etag, list_response};
+use super::query::Kind;
+use super::resource::{Ctx, ListParams, ListPlan, check_if_match, etag, list_response};
 use super::schema::{self, USER_RESOURCE, lenient_bool};
-use super::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA, filter, patch};
+use super::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA, patch};
 use crate::identity::IdentityError;
 use crate::identity::audit::{self, Event};
 use crate::identity::metrics::{ScimOperation, ScimResource, record_scim_provisioning};
 use crate::identity::users::{DEFAULT_MEMBER_ROLE, check_username, normalize_email};
-use crate::store::scim::query::Cond;
-use crate::store::scim::resources::{self as res, Page, ScimUser, UserRow};
+use crate::store::scim::resources::{self as res, ScimUser, UserRow};
 use crate::store::{self, Json, Tx};
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -136,51 +135,28 @@ pub async fn get(ctx: &Ctx, user_id: Uuid, params: &ListParams) -> Result<(Value
 
 /// GET /Users, POST /Users/.search.
 pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
-    let cond = match params.filter.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(f) => {
-            let parsed = filter::parse_for(&USER_RESOURCE, f)?;
-            Some(query::compile(Kind::User, &ctx.rules, &parsed)?)
-        }
-    };
-    let max = ctx.id.config.scim.max_results;
-    let (offset, limit) = params.window(100, max);
-    let sort = match params.sort_by.as_deref() {
-        Some(s) if !s.trim().is_empty() => Some(query::sort_col(Kind::User, &ctx.rules, s)?),
-        _ => None,
-    };
-    let cursor = params.cursor.is_some();
-    if cursor && (sort.is_some() || params.start_index.is_some()) {
-        return Err(ScimError::invalid_value(
-            "cursor pagination orders by id: do not combine cursor with sortBy or startIndex",
-        ));
-    }
-    let page = Page {
-        sort,
-        descending: params.descending()?,
-        offset: if cursor { 0 } else { offset },
-        limit,
-        after: params.cursor_after()?,
-    };
+    let plan = ListPlan::new(ctx, Kind::User, &USER_RESOURCE, params)?;
     let mut c = ctx.id.db.conn().await?;
-    let filtered = cond.is_some();
-    let cond_or_all = cond.unwrap_or(Cond::Const(true));
-    let rows = if limit == 0 {
+    let rows = if plan.page.limit == 0 {
         Vec::new()
     } else {
-        res::search_users(&mut c, ctx.client_id(), ctx.org_id(), &cond_or_all, &page).await?
+        res::search_users(
+            &mut c,
+            ctx.client_id(),
+            ctx.org_id(),
+            &plan.cond,
+            &plan.page,
+        )
+        .await?
     };
-    // A first page that is not full holds every match: no count needed.
-    let total = if !filtered {
+    let total = if !plan.filtered {
         res::total(&mut c, ctx.org_id(), RESOURCE).await?
-    } else if !cursor && offset == 0 && limit > 0 && rows.len() < limit as usize {
-        rows.len() as i64
+    } else if let Some(n) = plan.total_from_page(rows.len()) {
+        n
     } else {
-        res::count_users(&mut c, ctx.client_id(), ctx.org_id(), &cond_or_all).await?
+        res::count_users(&mut c, ctx.client_id(), ctx.org_id(), &plan.cond).await?
     };
-    let next = (cursor && rows.len() == limit as usize && limit > 0)
-        .then(|| rows.last().map(|r| r.user_id.to_string()))
-        .flatten();
+    let next = plan.next_cursor(rows.len(), rows.last().map(|r| r.user_id));
     let ids: Vec<Uuid> = rows.iter().map(|r| r.user_id).collect();
     let mut groups: std::collections::HashMap<Uuid, Vec<(Uuid, String)>> =
         std::collections::HashMap::new();
@@ -203,8 +179,7 @@ pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
             &params.excluded_attributes,
         ));
     }
-    let start = if cursor { 1 } else { offset as i64 + 1 };
-    Ok(list_response(total, start, items, next))
+    Ok(list_response(total, plan.start_index(), items, next))
 }
 
 /// What a normalised document says about the local user and the membership.
