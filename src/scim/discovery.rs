@@ -14,7 +14,6 @@ pub fn service_provider_config(config: &Config) -> Value {
         .min(config.http.body_limit_bytes as u64);
     json!({
         "schemas": [SERVICE_PROVIDER_CONFIG_SCHEMA],
-        "documentationUri": "https://github.com/lintel/lintel#scim",
         "patch": { "supported": true },
         "bulk": {
             "supported": true,
