@@ -141,6 +141,7 @@ pub async fn rotate_token(
     )
     .await?;
     tx.commit().await?;
+    super::cache::forget_client(client_id);
     Ok((token, secret))
 }
 
@@ -168,7 +169,9 @@ pub async fn revoke_token(
             .details(json!({ "token_id": token_id })),
     )
     .await?;
-    tx.commit().await.map_err(IdentityError::from)
+    tx.commit().await?;
+    super::cache::forget_client(client_id);
+    Ok(())
 }
 
 /// Resolves a bearer token. Unknown, malformed and revoked tokens, and tokens of a
@@ -178,9 +181,16 @@ pub async fn authenticate(id: &Identity, presented: &str) -> Result<ScimPrincipa
         return Err(IdentityError::TokenInvalid);
     }
     let hash = hash_token(presented);
-    let mut c = id.db.conn().await?;
-    let Some((token, client)) = store::scim::find_token(&mut c, &hash).await? else {
-        return Err(IdentityError::TokenInvalid);
+    let (token, client) = match super::cache::tokens().get(&hash) {
+        Some(hit) => hit,
+        None => {
+            let mut c = id.db.conn().await?;
+            let Some(found) = store::scim::find_token(&mut c, &hash).await? else {
+                return Err(IdentityError::TokenInvalid);
+            };
+            super::cache::tokens().put(hash.clone(), found.clone());
+            found
+        }
     };
     if !bool::from(hash.as_bytes().ct_eq(token.token.as_bytes())) || !client.enabled {
         return Err(IdentityError::TokenInvalid);
@@ -256,6 +266,7 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
+    super::cache::forget_client(client_id);
     Ok(client)
 }
 
@@ -278,6 +289,7 @@ pub async fn delete(id: &Identity, client_id: Uuid) -> Result<(), IdentityError>
     .await?;
     store::scim::delete_client(&mut tx, client_id).await?;
     tx.commit().await?;
+    super::cache::forget_client(client_id);
     Ok(())
 }
 
@@ -328,6 +340,7 @@ pub async fn set_mappings(
     )
     .await?;
     tx.commit().await?;
+    super::cache::forget_client(client_id);
     Ok(rows)
 }
 

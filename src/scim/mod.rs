@@ -24,6 +24,7 @@
 
 pub mod bulk;
 pub mod bulk_request;
+pub mod cache;
 pub mod clients;
 pub mod discovery;
 pub mod error;

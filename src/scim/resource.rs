@@ -25,13 +25,22 @@ impl Ctx {
         principal: ScimPrincipal,
         actor: &Actor,
     ) -> Result<Ctx, ScimError> {
-        let mut c = id.db.conn().await?;
-        let rows = store::scim::list_mappings(&mut c, principal.client_id()).await?;
-        let rows: Vec<(String, String)> = rows
-            .into_iter()
-            .map(|m| (m.scim_attribute, m.local_attribute))
-            .collect();
-        let rules = mapping::effective(mapping::defaults(&id.config.scim.user_name_maps_to), &rows);
+        let key = principal.client_id().to_string();
+        let rules = match super::cache::mappings().get(&key) {
+            Some(rules) => rules,
+            None => {
+                let mut c = id.db.conn().await?;
+                let rows = store::scim::list_mappings(&mut c, principal.client_id()).await?;
+                let rows: Vec<(String, String)> = rows
+                    .into_iter()
+                    .map(|m| (m.scim_attribute, m.local_attribute))
+                    .collect();
+                let rules =
+                    mapping::effective(mapping::defaults(&id.config.scim.user_name_maps_to), &rows);
+                super::cache::mappings().put(key, rules.clone());
+                rules
+            }
+        };
         Ok(Ctx {
             id: principal.identity(id, actor),
             base_url: super::base_url(&id.config),
