@@ -3,7 +3,7 @@
 //! call one `scim` service function and convert its result.
 use crate::http::AppState;
 use crate::http::rate_limit;
-use crate::identity::audit::{Actor, ActorKind};
+use crate::identity::audit::Actor;
 use crate::identity::rate_limit::{Family, RateKey};
 use crate::scim::resource::{Ctx, ListParams, etag, not_modified, split_list};
 use crate::scim::{ScimError, bulk, clients, discovery, groups, users};
@@ -204,13 +204,11 @@ impl FromRequestParts<AppState> for ScimAuth {
             resp.headers_mut().extend(rate_limit::headers(&d));
             return Err(ScimResponse::Raw(resp));
         }
+        // The kind (this SCIM client) is set by `ScimPrincipal::identity`.
         let actor = Actor {
-            kind: ActorKind::ScimClient {
-                client_id: principal.client_id(),
-            },
-            impersonator: None,
             ip,
             user_agent,
+            ..Actor::default()
         };
         let ctx = Ctx::new(&state.identity, principal, &actor)
             .await

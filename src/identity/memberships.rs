@@ -82,16 +82,26 @@ fn object_id(m: &Membership) -> String {
 pub async fn remove(id: &Identity, org_id: Uuid, user_id: Uuid) -> Result<(), IdentityError> {
     let (mut tx, _) = roles::begin_org(id, org_id).await?;
     let m = membership_in(&mut tx, org_id, user_id).await?;
-    store::roles::unassign_all_in_org(&mut tx, user_id, org_id).await?;
-    store::memberships::delete(&mut tx, user_id, org_id).await?;
-    // Sessions opened for the org end with the membership.
-    let ended = store::sessions::revoke_for_member(&mut tx, user_id, org_id).await?;
+    let ended = remove_in(&mut tx, org_id, user_id).await?;
     let event = Event::new("membership.deleted", "membership", object_id(&m))
         .org(org_id)
         .details(json!({ "user_id": user_id, "role": m.user_role, "sessions_revoked": ended }));
     audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Deletes a membership and the member's role assignments in the org inside the caller's
+/// transaction (which records the audit row); the member's sessions opened for the org
+/// end with it. Returns how many sessions were revoked.
+pub(crate) async fn remove_in(
+    tx: &mut Tx,
+    org_id: Uuid,
+    user_id: Uuid,
+) -> Result<u64, IdentityError> {
+    store::roles::unassign_all_in_org(tx, user_id, org_id).await?;
+    store::memberships::delete(tx, user_id, org_id).await?;
+    Ok(store::sessions::revoke_for_member(tx, user_id, org_id).await?)
 }
 
 pub async fn get(id: &Identity, org_id: Uuid, user_id: Uuid) -> Result<Membership, IdentityError> {

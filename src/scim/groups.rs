@@ -27,7 +27,7 @@ pub fn parse_id(raw: &str) -> Result<Uuid, ScimError> {
     Uuid::parse_str(raw).map_err(|_| not_found(raw))
 }
 
-pub fn render(ctx: &Ctx, row: &GroupRow, members: Option<&[(Uuid, Option<String>)]>) -> Value {
+pub fn render(ctx: &Ctx, row: &GroupRow, members: Option<&[Uuid]>) -> Value {
     let mut obj = Map::new();
     obj.insert("schemas".into(), json!([GROUP_SCHEMA]));
     obj.insert("id".into(), json!(row.group_id));
@@ -40,7 +40,7 @@ pub fn render(ctx: &Ctx, row: &GroupRow, members: Option<&[(Uuid, Option<String>
             .iter()
             // `display` is left out: RFC 7643 §8.7.1 lists value, $ref and type, and a
             // client comparing what it wrote with what it reads back expects no more.
-            .map(|(id, _display)| {
+            .map(|id| {
                 json!({
                     "value": id,
                     "$ref": ctx.location("/Users", *id),
@@ -91,10 +91,9 @@ async fn load(
         let doc = render(ctx, &row, None);
         return Ok((row, doc, Vec::new()));
     }
-    let members = res::members(a, ctx.org_id(), group_id).await?;
-    let ids = members.iter().map(|m| m.0).collect();
+    let members = res::members(a, group_id).await?;
     let doc = render(ctx, &row, Some(&members));
-    Ok((row, doc, ids))
+    Ok((row, doc, members))
 }
 
 pub async fn get(
@@ -140,7 +139,7 @@ pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
         let doc = if with_members {
-            let members = res::members(&mut c, ctx.org_id(), row.group_id).await?;
+            let members = res::members(&mut c, row.group_id).await?;
             render(ctx, row, Some(&members))
         } else {
             render(ctx, row, None)

@@ -34,7 +34,14 @@ pub struct Rule {
 
 /// The built-in mapping. `user_name_to` is `email` or `username` (`scim.user_name_maps_to`).
 pub fn defaults(user_name_to: &str) -> Vec<Rule> {
-    let mut rules = vec![
+    // userName first: where both give an email, `emails[primary]` (later) wins.
+    let user_name = if user_name_to == "username" {
+        "username"
+    } else {
+        "email"
+    };
+    let core = [
+        ("userName", user_name),
         ("emails[primary]", "email"),
         ("name.givenName", "first_name"),
         ("name.familyName", "last_name"),
@@ -49,25 +56,18 @@ pub fn defaults(user_name_to: &str) -> Vec<Rule> {
         ("department", "properties.department"),
         ("manager.value", "properties.manager"),
     ];
-    let mut out: Vec<Rule> = Vec::new();
-    // userName first: where both give an email, `emails[primary]` (later) wins.
-    out.push(Rule {
-        scim: "userName".into(),
-        local: if user_name_to == "username" {
-            "username".into()
-        } else {
-            "email".into()
-        },
-    });
-    out.extend(rules.drain(..).map(|(s, l)| Rule {
-        scim: s.into(),
-        local: l.into(),
-    }));
-    out.extend(enterprise.iter().map(|(s, l)| Rule {
-        scim: format!("{ENTERPRISE}:{s}"),
-        local: (*l).into(),
-    }));
-    out
+    let rule = |scim: String, local: &str| Rule {
+        scim,
+        local: local.into(),
+    };
+    core.iter()
+        .map(|(s, l)| rule((*s).into(), l))
+        .chain(
+            enterprise
+                .iter()
+                .map(|(s, l)| rule(format!("{ENTERPRISE}:{s}"), l)),
+        )
+        .collect()
 }
 
 /// A client's rows over the defaults.

@@ -595,9 +595,7 @@ pub async fn delete(ctx: &Ctx, user_id: Uuid, if_match: Option<&str>) -> Result<
     check_if_match(if_match, row.version)?;
     res::delete_scim_user(&mut tx, org_id, user_id).await?;
     res::remove_from_org_groups(&mut tx, org_id, user_id).await?;
-    store::roles::unassign_all_in_org(&mut tx, user_id, org_id).await?;
-    store::memberships::delete(&mut tx, user_id, org_id).await?;
-    let sessions = store::sessions::revoke_for_member(&mut tx, user_id, org_id).await?;
+    let sessions = crate::identity::memberships::remove_in(&mut tx, org_id, user_id).await?;
     let user = store::users::get(&mut tx, user_id).await?;
     let orphan = res::other_orgs(&mut tx, user_id, org_id).await? == 0
         && user.as_ref().is_some_and(|u| !u.has_password);

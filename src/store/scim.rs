@@ -1,7 +1,7 @@
 //! SCIM persistence: clients, their bearer tokens and attribute mappings, provisioned users
 //! (`scim_users` + `users`), groups and members, resource metadata and per-client externalIds.
 //! Filters arrive as a [`query::Cond`] tree and are rendered here with bound values only.
-use super::{Access, Json, StoreError, with_conn};
+use super::{Access, StoreError, with_conn};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -314,9 +314,6 @@ pub async fn replace_group_roles(
     }
     Ok(())
 }
-
-/// Kept for readability at call sites that store JSON.
-pub type JsonValue = Json<serde_json::Value>;
 
 /// Every group → role rule of the org's clients: (folded group name, role id).
 pub async fn org_group_roles(

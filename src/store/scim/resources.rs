@@ -94,31 +94,34 @@ pub async fn get_user(
         .await?))
 }
 
-/// Locks a provisioned user's row for the rest of the transaction (PostgreSQL; SQLite's
-/// `BEGIN IMMEDIATE` already serializes writers). `false` when there is none.
+/// Locks a provisioned user's row for the rest of the transaction. `false` when there is none.
 pub async fn lock_user(
     a: &mut impl Access,
     org_id: Uuid,
     user_id: Uuid,
 ) -> Result<bool, StoreError> {
-    let row: Option<(Uuid,)> = match a.exec() {
-        Exec::Sqlite(c) => {
-            sqlx::query_as("SELECT user_id FROM scim_users WHERE org_id = $1 AND user_id = $2")
-                .bind(org_id)
-                .bind(user_id)
-                .fetch_optional(&mut *c)
-                .await?
-        }
-        Exec::Postgres(c) => {
-            sqlx::query_as(
-                "SELECT user_id FROM scim_users WHERE org_id = $1 AND user_id = $2 FOR UPDATE",
-            )
-            .bind(org_id)
-            .bind(user_id)
-            .fetch_optional(&mut *c)
-            .await?
-        }
+    lock_in_org(a, "scim_users", "user_id", org_id, user_id).await
+}
+
+/// `SELECT … FOR UPDATE` on PostgreSQL; SQLite's `BEGIN IMMEDIATE` already serializes
+/// writers, so a plain read there. `table` and `id` are constants of this module.
+async fn lock_in_org(
+    a: &mut impl Access,
+    table: &'static str,
+    id: &'static str,
+    org_id: Uuid,
+    row_id: Uuid,
+) -> Result<bool, StoreError> {
+    let select = format!("SELECT {id} FROM {table} WHERE org_id = $1 AND {id} = $2");
+    let sql = match a.exec() {
+        Exec::Sqlite(_) => select,
+        Exec::Postgres(_) => format!("{select} FOR UPDATE"),
     };
+    let row: Option<(Uuid,)> = with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(org_id)
+        .bind(row_id)
+        .fetch_optional(&mut *c)
+        .await?);
     Ok(row.is_some())
 }
 
@@ -455,31 +458,13 @@ pub async fn get_group(
         .await?))
 }
 
-/// Locks a group row for the transaction (PostgreSQL; see [`lock_user`]).
+/// Locks a group row for the transaction (see [`lock_user`]).
 pub async fn lock_group(
     a: &mut impl Access,
     org_id: Uuid,
     group_id: Uuid,
 ) -> Result<bool, StoreError> {
-    let row: Option<(Uuid,)> = match a.exec() {
-        Exec::Sqlite(c) => {
-            sqlx::query_as("SELECT group_id FROM scim_groups WHERE org_id = $1 AND group_id = $2")
-                .bind(org_id)
-                .bind(group_id)
-                .fetch_optional(&mut *c)
-                .await?
-        }
-        Exec::Postgres(c) => {
-            sqlx::query_as(
-                "SELECT group_id FROM scim_groups WHERE org_id = $1 AND group_id = $2 FOR UPDATE",
-            )
-            .bind(org_id)
-            .bind(group_id)
-            .fetch_optional(&mut *c)
-            .await?
-        }
-    };
-    Ok(row.is_some())
+    lock_in_org(a, "scim_groups", "group_id", org_id, group_id).await
 }
 
 pub async fn search_groups(
@@ -599,19 +584,11 @@ pub async fn delete_group(
     Ok(n == 1)
 }
 
-/// Members of a group with their SCIM display name in the org (or email), ordered by id.
-pub async fn members(
-    a: &mut impl Access,
-    org_id: Uuid,
-    group_id: Uuid,
-) -> Result<Vec<(Uuid, Option<String>)>, StoreError> {
-    Ok(with_conn!(a, |c| sqlx::query_as(
-        "SELECT gm.user_id, COALESCE(su.display_name, su.user_name)
-         FROM scim_group_members gm
-         LEFT JOIN scim_users su ON su.user_id = gm.user_id AND su.org_id = $1
-         WHERE gm.group_id = $2 ORDER BY gm.user_id"
+/// Members of a group, ordered by id.
+pub async fn members(a: &mut impl Access, group_id: Uuid) -> Result<Vec<Uuid>, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query_scalar(
+        "SELECT user_id FROM scim_group_members WHERE group_id = $1 ORDER BY user_id"
     )
-    .bind(org_id)
     .bind(group_id)
     .fetch_all(&mut *c)
     .await?))
