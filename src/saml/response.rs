@@ -919,7 +919,15 @@ pub(crate) mod tests {
     pub fn sign(xml: &str, r: &R, start_id: &str) -> String {
         let key = RsaSigningKey::from_pkcs8_pem(r.key).unwrap();
         let writer = X509CertificateKeyInfoWriter::from_pem(r.cert).unwrap();
+        // The test IdP may sign with SHA-1 (to test its refusal): an explicit allowlist.
+        let policy = xml_sec::policy::SigningPolicy {
+            signature_algorithms: SignatureAlgorithm::from_uri(&r.sig_alg)
+                .map(|a| BTreeSet::from([a])),
+            digest_algorithms: DigestAlgorithm::from_uri(&r.digest).map(|a| BTreeSet::from([a])),
+            ..xml_sec::policy::SigningPolicy::default()
+        };
         SignContext::new(&key)
+            .policy(policy)
             .key_info_writer(&writer)
             .start_node_id(start_id)
             .signature_template_selection(SignatureTemplateSelection::FirstDescendant)
