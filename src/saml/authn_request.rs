@@ -151,8 +151,14 @@ mod tests {
         let r = doc.root_element();
         assert_eq!(r.tag_name().name(), "AuthnRequest");
         assert_eq!(r.attribute("ID"), Some("_abc"));
-        assert_eq!(r.attribute("AssertionConsumerServiceURL"), Some("https://sp/acs"));
-        assert_eq!(r.attribute("Destination"), Some("https://idp.example.test/sso?tenant=a"));
+        assert_eq!(
+            r.attribute("AssertionConsumerServiceURL"),
+            Some("https://sp/acs")
+        );
+        assert_eq!(
+            r.attribute("Destination"),
+            Some("https://idp.example.test/sso?tenant=a")
+        );
         assert_eq!(r.attribute("IssueInstant"), Some("2023-11-14T22:13:20Z"));
         assert!(xml.contains("<saml:Issuer>https://sp/meta</saml:Issuer>"));
     }

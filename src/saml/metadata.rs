@@ -174,12 +174,18 @@ mod tests {
     #[test]
     fn metadata_without_signing_certificate_is_refused() {
         let xml = idp_metadata("").replace("use=\"signing\"", "use=\"encryption\"");
-        assert!(matches!(parse_idp_metadata(&xml), Err(SamlError::Config(_))));
+        assert!(matches!(
+            parse_idp_metadata(&xml),
+            Err(SamlError::Config(_))
+        ));
     }
 
     #[test]
     fn metadata_with_doctype_is_refused() {
-        let xml = format!("<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>{}", idp_metadata(""));
+        let xml = format!(
+            "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]>{}",
+            idp_metadata("")
+        );
         assert_eq!(parse_idp_metadata(&xml), Err(SamlError::Doctype));
     }
 

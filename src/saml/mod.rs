@@ -11,6 +11,9 @@ pub mod metadata;
 pub mod response;
 pub mod sp_key;
 
+#[cfg(test)]
+mod corpus_tests;
+
 pub use config::{IdpConfig, SpConfig};
 pub use error::SamlError;
 pub use sp_key::SpKey;

@@ -5,8 +5,8 @@
 //! caller's: it gets `assertion_id` and `not_on_or_after` back.
 
 use super::{
-    IdpConfig, NS_ASSERTION, NS_DSIG, NS_PROTOCOL, SamlError, SpConfig, child, children,
-    full_text, is, refuse_doctype,
+    IdpConfig, NS_ASSERTION, NS_DSIG, NS_PROTOCOL, SamlError, SpConfig, child, children, full_text,
+    is, refuse_doctype,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -14,9 +14,8 @@ use chrono::{DateTime, Duration, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 use xml_sec::policy::{DecryptionPolicy, SignatureConstraints, VerificationPolicy};
 use xml_sec::xmldsig::{
-    CallerTrustedSignatureKey, DigestAlgorithm, DsigStatus, KeyTrustEvidence,
-    SignatureAlgorithm, SignatureRequirement, VerificationKey, VerificationRequest,
-    VerifyContext,
+    CallerTrustedSignatureKey, DigestAlgorithm, DsigStatus, KeyTrustEvidence, SignatureAlgorithm,
+    SignatureRequirement, VerificationKey, VerificationRequest, VerifyContext,
 };
 use xml_sec::xmlenc::{DataEncryptionAlgorithm, KeyTransportAlgorithm, OaepDigestAlgorithm};
 use xml_sec::{NodeId, NodeIdentity, XmlDocument};
@@ -113,12 +112,14 @@ fn verification_policy(idp: &IdpConfig) -> VerificationPolicy {
 }
 
 fn decryption_policy(idp: &IdpConfig) -> DecryptionPolicy {
-    let mut transport =
-        BTreeSet::from([KeyTransportAlgorithm::RsaOaepMgf1p, KeyTransportAlgorithm::RsaOaep11]);
+    let mut transport = BTreeSet::from([
+        KeyTransportAlgorithm::RsaOaepMgf1p,
+        KeyTransportAlgorithm::RsaOaep11,
+    ]);
     if idp.allow_rsa1_5_key_transport {
         transport.insert(KeyTransportAlgorithm::RsaPkcs1v15);
     }
-    DecryptionPolicy {
+    let mut p = DecryptionPolicy {
         data_algorithms: Some(BTreeSet::from([
             DataEncryptionAlgorithm::Aes128Cbc,
             DataEncryptionAlgorithm::Aes256Cbc,
@@ -133,7 +134,12 @@ fn decryption_policy(idp: &IdpConfig) -> DecryptionPolicy {
             OaepDigestAlgorithm::Sha512,
         ])),
         ..DecryptionPolicy::default()
+    };
+    if idp.allow_rsa1_5_key_transport {
+        // Legacy deployments also reuse old 1024-bit SP keys.
+        p.rsa_keys.minimum_modulus_bits = 1024;
     }
+    p
 }
 
 fn malformed(e: impl std::fmt::Display) -> SamlError {
@@ -196,7 +202,9 @@ fn layout(v: xml_sec::DocumentView<'_>) -> Result<Layout, SamlError> {
     if let Some(e) = encrypted.first()
         && e.parent() != Some(root)
     {
-        return Err(malformed("EncryptedAssertion is not a child of the Response"));
+        return Err(malformed(
+            "EncryptedAssertion is not a child of the Response",
+        ));
     }
     let assertion = match assertions.first() {
         Some(a) => {
@@ -249,7 +257,10 @@ fn check_signed_info(
             .map(str::to_owned)
             .ok_or_else(|| malformed(format!("no {what}")))
     };
-    let c14n = alg(child(si, NS_DSIG, "CanonicalizationMethod"), "CanonicalizationMethod")?;
+    let c14n = alg(
+        child(si, NS_DSIG, "CanonicalizationMethod"),
+        "CanonicalizationMethod",
+    )?;
     if c14n != EXC_C14N {
         return Err(SamlError::Algorithm(format!("canonicalization {c14n}")));
     }
@@ -276,7 +287,9 @@ fn check_signed_info(
         .ok_or_else(|| SamlError::Algorithm(format!("signature method {sm}")))?;
     let refs: Vec<_> = children(si, NS_DSIG, "Reference").collect();
     if refs.len() != 1 {
-        return Err(SamlError::Signature("exactly one Reference is required".into()));
+        return Err(SamlError::Signature(
+            "exactly one Reference is required".into(),
+        ));
     }
     let r = refs[0];
     if r.attribute("URI") != Some(&format!("#{target_id}")) {
@@ -321,7 +334,9 @@ fn verify_signed_element(
             .node_for_id(id, &[])
             .ok_or_else(|| SamlError::Signature(format!("ID {id} is missing or not unique")))?;
         if v.document_order(target).map_err(malformed)? != target_pos {
-            return Err(SamlError::Signature(format!("ID {id} names another element")));
+            return Err(SamlError::Signature(format!(
+                "ID {id} names another element"
+            )));
         }
         Ok::<_, SamlError>((alg, target))
     })?;
@@ -337,7 +352,11 @@ fn verify_signed_element(
         let Ok(cert) = openssl::x509::X509::from_der(&der) else {
             continue;
         };
-        let Some(spki) = cert.public_key().ok().and_then(|k| k.public_key_to_der().ok()) else {
+        let Some(spki) = cert
+            .public_key()
+            .ok()
+            .and_then(|k| k.public_key_to_der().ok())
+        else {
             continue;
         };
         let key = VerificationKey {
@@ -372,7 +391,11 @@ fn verify_signed_element(
                 })
         });
         if !this_valid {
-            if let Some(s) = evidence.signatures().iter().find(|s| s.identity() == sig_id) {
+            if let Some(s) = evidence
+                .signatures()
+                .iter()
+                .find(|s| s.identity() == sig_id)
+            {
                 last = match s.result() {
                     Ok(r) => format!("{:?}", r.status),
                     Err(e) => e.to_string(),
@@ -448,14 +471,21 @@ pub fn validate_xml(
     let first = doc.with_view(layout)?;
     let mut response_signed = false;
     if let Some(sig) = first.response_signature {
-        verify_signed_element(&doc, sig, doc.with_view(|v| order(v.document().root_element())), idp)?;
+        verify_signed_element(
+            &doc,
+            sig,
+            doc.with_view(|v| order(v.document().root_element())),
+            idp,
+        )?;
         response_signed = true;
     }
     let layout = if first.encrypted {
         decrypt(&mut doc, idp, sp)?;
         let l = doc.with_view(layout)?;
         if l.assertion.is_none() {
-            return Err(SamlError::Encryption("decrypted content is not an Assertion".into()));
+            return Err(SamlError::Encryption(
+                "decrypted content is not an Assertion".into(),
+            ));
         }
         l
     } else {
@@ -481,13 +511,21 @@ pub fn validate_xml(
     }
     doc.with_view(|v| {
         let a = node_at(v, *assertion_pos).ok_or_else(|| malformed("no Assertion"))?;
-        read_and_check(v.document().root_element(), a, response_signed, idp, sp, expect, now)
+        read_and_check(
+            v.document().root_element(),
+            a,
+            response_signed,
+            idp,
+            sp,
+            expect,
+            now,
+        )
     })
 }
 
 fn status(root: xml_sec::Node<'_, '_>) -> Result<(), SamlError> {
-    let st = child(root, NS_PROTOCOL, "Status")
-        .ok_or_else(|| SamlError::Status("no Status".into()))?;
+    let st =
+        child(root, NS_PROTOCOL, "Status").ok_or_else(|| SamlError::Status("no Status".into()))?;
     let code = child(st, NS_PROTOCOL, "StatusCode")
         .ok_or_else(|| SamlError::Status("no StatusCode".into()))?;
     let value = code.attribute("Value").unwrap_or_default();
@@ -538,15 +576,19 @@ fn read_and_check(
         Some(d) if d == sp.acs_url => {}
         Some(d) => return Err(SamlError::Destination(format!("{d} is not our ACS URL"))),
         None if response_signed => {
-            return Err(SamlError::Destination("signed Response without Destination".into()));
+            return Err(SamlError::Destination(
+                "signed Response without Destination".into(),
+            ));
         }
         None => {}
     }
-    // Core §3.2.2 / Profiles §4.1.4.2: issuers must be the IdP.
-    if let Some(i) = child(resp, NS_ASSERTION, "Issuer")
-        && !issuer_matches(Some(i), idp)?
-    {
-        return Err(SamlError::Issuer("Response issuer is not the IdP".into()));
+    // Core §3.2.2 / Profiles §4.1.4.2: issuers must be the IdP. The Response Issuer is
+    // required here although the profile needs it only on signed Responses or with
+    // encrypted assertions: every IdP we know sends it.
+    if !issuer_matches(child(resp, NS_ASSERTION, "Issuer"), idp)? {
+        return Err(SamlError::Issuer(
+            "Response issuer is missing or not the IdP".into(),
+        ));
     }
     if !issuer_matches(child(a, NS_ASSERTION, "Issuer"), idp)? {
         return Err(SamlError::Issuer("Assertion issuer is not the IdP".into()));
@@ -590,6 +632,12 @@ fn read_and_check(
         return Err(malformed("empty NameID"));
     }
     let name_id_format = name_id_node.attribute("Format").map(str::to_owned);
+    // Core §2.2.2: a NameID qualified for another SP is not ours to use.
+    if let Some(q) = name_id_node.attribute("SPNameQualifier")
+        && q != sp.entity_id
+    {
+        return Err(SamlError::Audience(format!("NameID is qualified for {q}")));
+    }
 
     // Bearer SubjectConfirmation (Profiles §4.1.4.2–3): Recipient = ACS, NotOnOrAfter in
     // the future, InResponseTo consistent with the request.
@@ -599,7 +647,9 @@ fn read_and_check(
         .filter(|c| c.attribute("Method") == Some(BEARER))
         .collect();
     if bearers.is_empty() {
-        return Err(SamlError::SubjectConfirmation("no bearer SubjectConfirmation".into()));
+        return Err(SamlError::SubjectConfirmation(
+            "no bearer SubjectConfirmation".into(),
+        ));
     }
     for sc in bearers {
         match check_scd(sc, sp, expected, now, skew) {
@@ -626,7 +676,9 @@ fn read_and_check(
     if let Some(nb) = time(conditions.attribute("NotBefore"), "NotBefore")?
         && now + skew < nb
     {
-        return Err(SamlError::Timing("assertion not yet valid (NotBefore)".into()));
+        return Err(SamlError::Timing(
+            "assertion not yet valid (NotBefore)".into(),
+        ));
     }
     if let Some(na) = time(conditions.attribute("NotOnOrAfter"), "NotOnOrAfter")? {
         if now - skew >= na {
@@ -646,27 +698,38 @@ fn read_and_check(
             }
         }
         if !found {
-            return Err(SamlError::Audience("our entity ID is not an audience".into()));
+            return Err(SamlError::Audience(
+                "our entity ID is not an audience".into(),
+            ));
         }
     }
 
     // AuthnStatement (Profiles §4.1.4.2: at least one).
-    let authn = child(a, NS_ASSERTION, "AuthnStatement")
-        .ok_or_else(|| malformed("no AuthnStatement"))?;
+    let authn =
+        child(a, NS_ASSERTION, "AuthnStatement").ok_or_else(|| malformed("no AuthnStatement"))?;
     let authn_instant = time(authn.attribute("AuthnInstant"), "AuthnInstant")?;
-    if let Some(end) = time(authn.attribute("SessionNotOnOrAfter"), "SessionNotOnOrAfter")?
-        && now - skew >= end
+    if let Some(end) = time(
+        authn.attribute("SessionNotOnOrAfter"),
+        "SessionNotOnOrAfter",
+    )? && now - skew >= end
     {
-        return Err(SamlError::Timing("IdP session ended (SessionNotOnOrAfter)".into()));
+        return Err(SamlError::Timing(
+            "IdP session ended (SessionNotOnOrAfter)".into(),
+        ));
     }
     let session_index = authn.attribute("SessionIndex").map(str::to_owned);
 
     let mut attributes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
     for st in children(a, NS_ASSERTION, "AttributeStatement") {
         for at in children(st, NS_ASSERTION, "Attribute") {
             let Some(name) = at.attribute("Name") else {
                 continue;
             };
+            // Two Attribute elements with one Name make the value ambiguous.
+            if !seen.insert(name) {
+                return Err(malformed(format!("attribute {name} appears twice")));
+            }
             let values: Vec<String> = children(at, NS_ASSERTION, "AttributeValue")
                 .map(|v| {
                     v.descendants()
@@ -709,9 +772,8 @@ fn check_scd(
     now: DateTime<Utc>,
     skew: Duration,
 ) -> Result<DateTime<Utc>, SamlError> {
-    let scd = child(sc, NS_ASSERTION, "SubjectConfirmationData").ok_or_else(|| {
-        SamlError::SubjectConfirmation("bearer confirmation without data".into())
-    })?;
+    let scd = child(sc, NS_ASSERTION, "SubjectConfirmationData")
+        .ok_or_else(|| SamlError::SubjectConfirmation("bearer confirmation without data".into()))?;
     match scd.attribute("Recipient") {
         Some(r) if r == sp.acs_url => {}
         Some(r) => return Err(SamlError::Recipient(format!("{r} is not our ACS URL"))),
@@ -725,7 +787,9 @@ fn check_scd(
     if let Some(nb) = time(scd.attribute("NotBefore"), "NotBefore")?
         && now + skew < nb
     {
-        return Err(SamlError::Timing("subject confirmation not yet valid".into()));
+        return Err(SamlError::Timing(
+            "subject confirmation not yet valid".into(),
+        ));
     }
     match (scd.attribute("InResponseTo"), expected) {
         (Some(got), Some(want)) if got != want => Err(SamlError::InResponseTo(
@@ -849,7 +913,11 @@ pub(crate) mod tests {
     }
 
     pub fn assertion_xml(r: &R, id: &str) -> String {
-        let sig = if r.sign_assertion { sig_template(r, id) } else { String::new() };
+        let sig = if r.sign_assertion {
+            sig_template(r, id)
+        } else {
+            String::new()
+        };
         let scd_irt = r
             .scd_irt
             .as_ref()
@@ -900,7 +968,11 @@ pub(crate) mod tests {
             .as_ref()
             .map(|i| format!("<saml:Issuer xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\">{i}</saml:Issuer>"))
             .unwrap_or_default();
-        let sig = if r.sign_response { sig_template(r, "_resp-1") } else { String::new() };
+        let sig = if r.sign_response {
+            sig_template(r, "_resp-1")
+        } else {
+            String::new()
+        };
         format!(
             concat!(
                 "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\" ID=\"_resp-1\" Version=\"2.0\" IssueInstant=\"{now}\"{dest}{irt}>",
@@ -959,7 +1031,13 @@ pub(crate) mod tests {
 
     fn check_with(xml: &str, idp: &IdpConfig, expect: Expect) -> Result<Assertion, SamlError> {
         let key = test_sp_key();
-        validate(&STANDARD.encode(xml), idp, &sp_config(Some(&key)), expect, now())
+        validate(
+            &STANDARD.encode(xml),
+            idp,
+            &sp_config(Some(&key)),
+            expect,
+            now(),
+        )
     }
 
     fn check(xml: &str) -> Result<Assertion, SamlError> {
@@ -982,7 +1060,10 @@ pub(crate) mod tests {
         assert_eq!(a.session_index.as_deref(), Some("_s1"));
         assert_eq!(a.attributes["groups"], ["admins", "staff"]);
         assert_eq!(a.attributes["mail"], ["alice@example.test"]);
-        assert_eq!(a.attributes["urn:oid:0.9.2342.19200300.100.1.3"], ["alice@example.test"]);
+        assert_eq!(
+            a.attributes["urn:oid:0.9.2342.19200300.100.1.3"],
+            ["alice@example.test"]
+        );
         assert_eq!(a.authn_instant, Some(now()));
         assert_eq!(a.not_on_or_after, now() + Duration::seconds(300 + 120));
     }
@@ -1042,7 +1123,10 @@ pub(crate) mod tests {
 
     #[test]
     fn tampered_after_signing_is_refused() {
-        let xml = build(&R::default()).replace("alice@example.test</saml:NameID>", "mallory@example.test</saml:NameID>");
+        let xml = build(&R::default()).replace(
+            "alice@example.test</saml:NameID>",
+            "mallory@example.test</saml:NameID>",
+        );
         assert!(matches!(check(&xml), Err(SamlError::Signature(_))));
         let r = R {
             sign_response: false,
@@ -1122,7 +1206,7 @@ pub(crate) mod tests {
             response_issuer: None,
             ..R::default()
         };
-        check_r(r).unwrap();
+        assert!(matches!(check_r(r), Err(SamlError::Issuer(_))));
     }
 
     #[test]
@@ -1144,6 +1228,35 @@ pub(crate) mod tests {
             ..R::default()
         };
         assert!(matches!(check_r(r), Err(SamlError::Audience(_))));
+    }
+
+    #[test]
+    fn name_id_for_another_sp_is_refused() {
+        let r = R {
+            name_id: "alice@example.test".into(),
+            ..R::default()
+        };
+        let xml = response_around(
+            &r,
+            &assertion_xml(&r, "_a-1").replace(
+                "<saml:NameID ",
+                "<saml:NameID SPNameQualifier=\"https://other-sp.example\" ",
+            ),
+        );
+        let xml = sign(&xml, &r, "_resp-1");
+        assert!(matches!(check(&xml), Err(SamlError::Audience(_))));
+        let ok = sign(
+            &response_around(
+                &r,
+                &assertion_xml(&r, "_a-1").replace(
+                    "<saml:NameID ",
+                    &format!("<saml:NameID SPNameQualifier=\"{SP}\" "),
+                ),
+            ),
+            &r,
+            "_resp-1",
+        );
+        check(&ok).unwrap();
     }
 
     #[test]
@@ -1267,6 +1380,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn duplicated_attribute_names_are_refused() {
+        let r = R {
+            sign_response: false,
+            ..R::default()
+        };
+        let a = assertion_xml(&r, "_a-1").replace(
+            "</saml:AttributeStatement>",
+            "<saml:Attribute Name=\"groups\"><saml:AttributeValue>root</saml:AttributeValue></saml:Attribute></saml:AttributeStatement>",
+        );
+        let r = R::default();
+        let xml = sign(&response_around(&r, &a), &r, "_resp-1");
+        assert!(matches!(check(&xml), Err(SamlError::Malformed(_))));
+    }
+
+    #[test]
     fn two_assertions_are_refused() {
         let r = R::default();
         let two = format!("{}{}", assertion_xml(&r, "_a-1"), assertion_xml(&r, "_a-2"));
@@ -1294,14 +1422,26 @@ pub(crate) mod tests {
         let big = "A".repeat(MAX_RESPONSE_BYTES / 3 * 4 + 8192);
         let key = test_sp_key();
         assert_eq!(
-            validate(&big, &idp_config(), &sp_config(Some(&key)), Expect::Unsolicited, now()),
+            validate(
+                &big,
+                &idp_config(),
+                &sp_config(Some(&key)),
+                Expect::Unsolicited,
+                now()
+            ),
             Err(SamlError::TooLarge)
         );
         let pad = format!("<!--{}-->", "x".repeat(MAX_RESPONSE_BYTES));
         let xml = build(&R::default()).replace("<samlp:Status>", &format!("{pad}<samlp:Status>"));
         assert_eq!(check(&xml), Err(SamlError::TooLarge));
         assert!(matches!(
-            validate("%%%", &idp_config(), &sp_config(None), Expect::Unsolicited, now()),
+            validate(
+                "%%%",
+                &idp_config(),
+                &sp_config(None),
+                Expect::Unsolicited,
+                now()
+            ),
             Err(SamlError::Malformed(_))
         ));
     }
@@ -1329,7 +1469,10 @@ pub(crate) mod tests {
     }
 
     fn with_object(signature: &str, inner: &str) -> String {
-        signature.replace("</ds:Signature>", &format!("<ds:Object>{inner}</ds:Object></ds:Signature>"))
+        signature.replace(
+            "</ds:Signature>",
+            &format!("<ds:Object>{inner}</ds:Object></ds:Signature>"),
+        )
     }
 
     /// XSW1–2 wrap a signed Response; XSW3–8 a signed Assertion.
@@ -1340,7 +1483,8 @@ pub(crate) mod tests {
             sign_response: false,
             ..R::default()
         };
-        let evil_resp_unsigned = response_around(&r, &evil_assertion("_evil")).replace("_resp-1", "_evil-resp");
+        let evil_resp_unsigned =
+            response_around(&r, &evil_assertion("_evil")).replace("_resp-1", "_evil-resp");
         let ar = R {
             sign_response: false,
             sign_assertion: true,
@@ -1351,10 +1495,7 @@ pub(crate) mod tests {
         let orig_unsigned = strip_signature(&orig);
         let wrap = |assertions: &str| response_around(&r, assertions);
         let evil_with_sig = |sig: &str| {
-            evil_assertion("_a-1").replace(
-                "</saml:Issuer>",
-                &format!("</saml:Issuer>{sig}"),
-            )
+            evil_assertion("_a-1").replace("</saml:Issuer>", &format!("</saml:Issuer>{sig}"))
         };
         vec![
             (
@@ -1368,17 +1509,36 @@ pub(crate) mod tests {
                 "XSW2",
                 evil_resp_unsigned.replace(
                     "<samlp:Status>",
-                    &format!("{}{}<samlp:Status>", strip_signature(&signed_resp), resp_sig),
+                    &format!(
+                        "{}{}<samlp:Status>",
+                        strip_signature(&signed_resp),
+                        resp_sig
+                    ),
                 ),
             ),
-            ("XSW3", wrap(&format!("{}{}", evil_assertion("_evil"), orig))),
-            ("XSW3-same-id", wrap(&format!("{}{}", evil_assertion("_a-1"), orig))),
+            (
+                "XSW3",
+                wrap(&format!("{}{}", evil_assertion("_evil"), orig)),
+            ),
+            (
+                "XSW3-same-id",
+                wrap(&format!("{}{}", evil_assertion("_a-1"), orig)),
+            ),
             (
                 "XSW4",
-                wrap(&evil_assertion("_evil").replace("</saml:Assertion>", &format!("{orig}</saml:Assertion>"))),
+                wrap(
+                    &evil_assertion("_evil")
+                        .replace("</saml:Assertion>", &format!("{orig}</saml:Assertion>")),
+                ),
             ),
-            ("XSW5", wrap(&format!("{}{}", evil_with_sig(&orig_sig), orig_unsigned))),
-            ("XSW6", wrap(&evil_with_sig(&with_object(&orig_sig, &orig_unsigned)))),
+            (
+                "XSW5",
+                wrap(&format!("{}{}", evil_with_sig(&orig_sig), orig_unsigned)),
+            ),
+            (
+                "XSW6",
+                wrap(&evil_with_sig(&with_object(&orig_sig, &orig_unsigned))),
+            ),
             (
                 "XSW7",
                 response_around(&r, &evil_assertion("_evil")).replace(
@@ -1386,7 +1546,13 @@ pub(crate) mod tests {
                     &format!("<samlp:Extensions>{orig}</samlp:Extensions><samlp:Status>"),
                 ),
             ),
-            ("XSW8", wrap(&evil_with_sig(&with_object(&orig_sig, &orig_unsigned)).replace("_a-1\"", "_evil\""))),
+            (
+                "XSW8",
+                wrap(
+                    &evil_with_sig(&with_object(&orig_sig, &orig_unsigned))
+                        .replace("_a-1\"", "_evil\""),
+                ),
+            ),
         ]
     }
 
@@ -1435,7 +1601,8 @@ pub(crate) mod tests {
         use xml_sec::xmlenc::{EncryptedDataBuilder, EncryptionRecipient};
         let cert = openssl::x509::X509::from_pem(include_bytes!("testdata/sp.crt.pem")).unwrap();
         let pem = cert.public_key().unwrap().public_key_to_pem().unwrap();
-        let public = rsa::RsaPublicKey::from_public_key_pem(std::str::from_utf8(&pem).unwrap()).unwrap();
+        let public =
+            rsa::RsaPublicKey::from_public_key_pem(std::str::from_utf8(&pem).unwrap()).unwrap();
         EncryptedDataBuilder::new(DataEncryptionAlgorithm::Aes256Gcm)
             .add_recipient(EncryptionRecipient::rsa_oaep(public))
             .encrypt_xml(plain)
@@ -1452,7 +1619,9 @@ pub(crate) mod tests {
         let enc = encrypt_for_sp(&signed_assertion(&r, "_a-1"));
         let mut xml = response_around(
             &r,
-            &format!("<saml:EncryptedAssertion xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\">{enc}</saml:EncryptedAssertion>"),
+            &format!(
+                "<saml:EncryptedAssertion xmlns:saml=\"urn:oasis:names:tc:SAML:2.0:assertion\">{enc}</saml:EncryptedAssertion>"
+            ),
         );
         if sign_response {
             xml = sign(&xml, &r, "_resp-1");
@@ -1471,7 +1640,13 @@ pub(crate) mod tests {
         assert_eq!(a.name_id, "alice@example.test");
         // Without our key it cannot be read.
         assert!(matches!(
-            validate(&STANDARD.encode(&xml), &idp_config(), &sp_config(None), Expect::InResponseTo(REQ), now()),
+            validate(
+                &STANDARD.encode(&xml),
+                &idp_config(),
+                &sp_config(None),
+                Expect::InResponseTo(REQ),
+                now()
+            ),
             Err(SamlError::Encryption(_))
         ));
         // Encrypted but signed nowhere.
@@ -1489,7 +1664,12 @@ pub(crate) mod tests {
             check_with(&build(&R::default()), &idp, Expect::InResponseTo(REQ)),
             Err(SamlError::Encryption(_))
         ));
-        check_with(&encrypted_response(true, false), &idp, Expect::InResponseTo(REQ)).unwrap();
+        check_with(
+            &encrypted_response(true, false),
+            &idp,
+            Expect::InResponseTo(REQ),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -1503,6 +1683,9 @@ pub(crate) mod tests {
         for _ in 0..n {
             validate(&xml, &idp, &sp, Expect::InResponseTo(REQ), now()).unwrap();
         }
-        eprintln!("SAML response validation: {:?} per response (debug build)", start.elapsed() / n);
+        eprintln!(
+            "SAML response validation: {:?} per response (debug build)",
+            start.elapsed() / n
+        );
     }
 }

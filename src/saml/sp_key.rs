@@ -61,7 +61,9 @@ impl SpKey {
         let cert = X509::from_pem(cert_pem).map_err(ossl)?;
         let cert_key = cert.public_key().map_err(ossl)?;
         if !key.public_eq(&cert_key) {
-            return Err(io::Error::other("SAML SP certificate does not match its key"));
+            return Err(io::Error::other(
+                "SAML SP certificate does not match its key",
+            ));
         }
         // PKCS#8 for xml-sec's key inventory.
         let key_pem = key.private_key_to_pem_pkcs8().map_err(ossl)?;
@@ -80,7 +82,10 @@ impl SpKey {
     }
 
     /// RSA-SHA256 (PKCS#1 v1.5) signature, for the HTTP-Redirect binding (Bindings §3.4.4.1).
-    pub(crate) fn sign_rsa_sha256(&self, data: &[u8]) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+    pub(crate) fn sign_rsa_sha256(
+        &self,
+        data: &[u8],
+    ) -> Result<Vec<u8>, openssl::error::ErrorStack> {
         let mut s = openssl::sign::Signer::new(MessageDigest::sha256(), &self.key)?;
         s.update(data)?;
         s.sign_to_vec()
@@ -101,7 +106,9 @@ fn generate() -> io::Result<(Vec<u8>, Vec<u8>)> {
     let mut b = X509::builder().map_err(ossl)?;
     b.set_version(2).map_err(ossl)?;
     let mut serial = BigNum::new().map_err(ossl)?;
-    serial.rand(127, MsbOption::MAYBE_ZERO, false).map_err(ossl)?;
+    serial
+        .rand(127, MsbOption::MAYBE_ZERO, false)
+        .map_err(ossl)?;
     let serial = serial.to_asn1_integer().map_err(ossl)?;
     b.set_serial_number(&serial).map_err(ossl)?;
     b.set_subject_name(&name).map_err(ossl)?;
