@@ -13,6 +13,7 @@ pub mod http;
 pub mod identity;
 pub mod keys;
 pub mod oidc;
+pub mod saml;
 pub mod scim;
 pub mod store;
 pub mod telemetry;
