@@ -1,0 +1,2 @@
+//! Federation: organizations' upstream identity providers.
+pub mod oidc_upstream;
