@@ -535,11 +535,12 @@ impl Upstream {
     }
 
     /// Fetches the JWK Set again after an unknown `kid`, unless that was done for this
-    /// issuer less than [`JWKS_REFETCH_INTERVAL`] ago. `None` when suppressed.
+    /// issuer less than [`JWKS_REFETCH_INTERVAL`] ago. When suppressed: the cached metadata
+    /// if another request has refreshed it since `metadata` was read, else `None`.
     async fn refetch_jwks(
         &self,
         cfg: &UpstreamConfig,
-        metadata: &CoreProviderMetadata,
+        metadata: &Arc<CoreProviderMetadata>,
         now: DateTime<Utc>,
     ) -> Result<Option<Arc<CoreProviderMetadata>>, UpstreamError> {
         {
@@ -550,7 +551,8 @@ impl Upstream {
             if c.jwks_refetched_at
                 .is_some_and(|t| now.signed_duration_since(t) < JWKS_REFETCH_INTERVAL)
             {
-                return Ok(None);
+                let newer = !Arc::ptr_eq(&c.metadata, metadata);
+                return Ok(newer.then(|| Arc::clone(&c.metadata)));
             }
             // Claimed before fetching, so concurrent requests do not fetch too.
             c.jwks_refetched_at = Some(now);
@@ -558,7 +560,7 @@ impl Upstream {
         let jwks = JsonWebKeySet::fetch_async(metadata.jwks_uri(), &self.http)
             .await
             .map_err(discovery_error)?;
-        let fresh = Arc::new(metadata.clone().set_jwks(jwks));
+        let fresh = Arc::new((**metadata).clone().set_jwks(jwks));
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cache.get_mut(&cfg.issuer) {
             c.metadata = Arc::clone(&fresh);
@@ -970,6 +972,18 @@ mod tests {
             .unwrap();
         let r = check(&op, &sign(&stranger, "k2", &claims_at(now)), now);
         assert!(matches!(r, Ok(Verified::UnknownKey)));
+    }
+
+    #[test]
+    fn the_client_and_its_futures_can_cross_threads() {
+        fn send<T: Send>(_: &T) {}
+        fn shared<T: Send + Sync>() {}
+        shared::<Upstream>();
+        let up = Upstream::new(Duration::from_secs(1)).unwrap();
+        let c = cfg();
+        send(&up.start(&c, "https://rp/cb", None, t(0)));
+        send(&up.finish(&c, Some("s"), "https://rp/cb", "c", "n", "v", t(0)));
+        send(&up.verify_id_token(&c, "a.b.c", "n", t(0)));
     }
 
     #[test]
