@@ -4,7 +4,7 @@
 //!
 //! Protocol only: pending requests, provisioning and HTTP endpoints live elsewhere. The
 //! `openidconnect` crate builds the requests and verifies tokens; it talks HTTP through our
-//! reqwest client ([`Http`]). Discovery documents and JWK Sets are cached per issuer.
+//! reqwest client (`Http`). Discovery documents and JWK Sets are cached per issuer.
 //! Secrets (client secret, tokens, codes, the PKCE verifier) never appear in errors or logs.
 use chrono::{DateTime, Utc};
 use openidconnect::core::{
@@ -254,15 +254,15 @@ impl AdditionalClaims for OtherClaims {}
 /// Our reqwest client as the `openidconnect` HTTP client: no redirects (an IdP that
 /// redirects its endpoints is refused rather than followed), a timeout, a body size limit.
 #[derive(Clone)]
-pub struct Http(reqwest::Client);
+struct Http(reqwest::Client);
 
 /// A transport failure of [`Http`].
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct HttpError(String);
+struct HttpError(String);
 
 impl Http {
-    pub fn new(timeout: Duration) -> Result<Self, UpstreamError> {
+    fn new(timeout: Duration) -> Result<Self, UpstreamError> {
         reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
