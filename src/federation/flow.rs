@@ -451,13 +451,40 @@ pub async fn purge_expired(id: &Identity) -> Result<u64, IdentityError> {
     Ok(store::federation::purge_expired(&mut c, id.clock.now()).await?)
 }
 
-/// Purges every `every` in the background.
+/// Logs a warning for every enabled SAML provider's certificate that expires within
+/// [`providers::CERT_WARNING_DAYS`]; returns how many.
+pub async fn warn_expiring_certificates(id: &Identity) -> Result<usize, IdentityError> {
+    let mut c = id.db.conn().await?;
+    let saml = store::federation::enabled_of_type(&mut c, "saml").await?;
+    drop(c);
+    let now = id.clock.now();
+    let mut n = 0;
+    for p in &saml {
+        for w in providers::certificate_warnings(p, now) {
+            tracing::warn!(provider_id = %p.provider_id, org_id = %p.org_id,
+                certificate = %w.certificate, not_after = %w.not_after, days_left = w.days_left,
+                "IdP signing certificate expires soon; add the new one to the provider");
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// In the background: purges expired requests every `every`, and checks IdP certificates
+/// at start and once a day.
 pub fn spawn_purger(id: Identity, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
-        tick.tick().await;
+        let day = std::time::Duration::from_secs(86_400);
+        let mut last_check: Option<tokio::time::Instant> = None;
         loop {
             tick.tick().await;
+            if last_check.is_none_or(|t| t.elapsed() >= day) {
+                last_check = Some(tokio::time::Instant::now());
+                if let Err(e) = warn_expiring_certificates(&id).await {
+                    tracing::warn!(error = %e, "checking IdP certificates failed");
+                }
+            }
             if let Err(e) = purge_expired(&id).await {
                 tracing::warn!(error = %e, "purging federation requests failed");
             }

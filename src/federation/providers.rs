@@ -414,3 +414,103 @@ pub fn endpoints(base_url: &str, p: &IdentityProvider) -> Endpoints {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509, X509NameBuilder};
+
+    /// A self-signed certificate valid from `from` for `days` days, as PEM.
+    fn cert(cn: &str, from: DateTime<Utc>, days: i64) -> String {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let mut b = X509::builder().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        let nb = Asn1Time::from_unix(from.timestamp()).unwrap();
+        let na = Asn1Time::from_unix((from + chrono::Duration::days(days)).timestamp()).unwrap();
+        b.set_not_before(&nb).unwrap();
+        b.set_not_after(&na).unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        String::from_utf8(b.build().to_pem().unwrap()).unwrap()
+    }
+
+    fn provider(config: Value) -> IdentityProvider {
+        IdentityProvider {
+            provider_id: Uuid::nil(),
+            org_id: Uuid::nil(),
+            kind: "saml".into(),
+            name: "x".into(),
+            config: Json(config),
+            enabled: true,
+            created_at: Utc::now(),
+            updated_at: None,
+            secret: None,
+        }
+    }
+
+    #[test]
+    fn certificates_close_to_expiry_are_reported() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        let start = now - chrono::Duration::days(300);
+        let soon = cert("soon.idp.test", start, 310); // 10 days left
+        let later = cert("later.idp.test", start, 700);
+        let gone = cert("gone.idp.test", start, 299); // expired yesterday
+        let p = provider(json!({
+            "entity_id": "https://idp.test", "sso_url": "https://idp.test/sso",
+            "certificates": [soon, later, gone],
+        }));
+        let w = certificate_warnings(&p, now);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].certificate.contains("soon.idp.test"), "{w:?}");
+        assert_eq!(w[0].days_left, 10);
+        assert!(w[1].certificate.contains("gone.idp.test"));
+        assert!(w[1].days_left < 0);
+        // At 31 days out nothing is reported yet.
+        let fresh = provider(json!({
+            "entity_id": "https://idp.test", "sso_url": "https://idp.test/sso",
+            "certificates": [cert("new.idp.test", now, 31)],
+        }));
+        assert!(certificate_warnings(&fresh, now).is_empty());
+    }
+
+    #[test]
+    fn configs_are_checked_per_type_and_typos_refused() {
+        let c = cert("idp.test", Utc::now(), 365);
+        let saml = json!({"entity_id": "https://idp.test", "sso_url": "https://idp.test/sso",
+                          "certificates": [c], "default_role": "admin"});
+        let (p, jit) = parse_config("saml", &saml).unwrap();
+        assert!(matches!(p, ProtocolConfig::Saml(_)));
+        assert_eq!(jit.default_role, "admin");
+        let mut typo = saml.clone();
+        typo["allow_idp_intiated"] = json!(true);
+        assert!(
+            parse_config("saml", &typo)
+                .unwrap_err()
+                .contains("allow_idp_intiated")
+        );
+        let mut no_cert = saml.clone();
+        no_cert["certificates"] = json!([]);
+        assert!(parse_config("saml", &no_cert).is_err());
+        assert!(
+            parse_config("oidc", &saml).is_err(),
+            "a SAML config is no OIDC config"
+        );
+        let oidc = json!({"issuer": "https://login.example.com", "client_id": "c",
+                          "group_roles": {"g": "admin"}});
+        let (p, jit) = parse_config("oidc", &oidc).unwrap();
+        assert!(matches!(p, ProtocolConfig::Oidc(_)));
+        assert_eq!(jit.group_roles["g"], "admin");
+        assert!(parse_config("ldap", &oidc).is_err());
+        assert!(parse_config("oidc", &json!([])).is_err());
+    }
+}

@@ -368,3 +368,20 @@ pub async fn enabled_for_org(
     .fetch_all(&mut *c)
     .await?))
 }
+
+/// Every enabled provider of a type, across orgs (the certificate expiry watch).
+pub async fn enabled_of_type(
+    a: &mut impl Access,
+    kind: &str,
+) -> Result<Vec<IdentityProvider>, StoreError> {
+    let sql = format!(
+        "SELECT {PROVIDER_COLUMNS} FROM identity_providers WHERE type = $1 AND enabled
+         ORDER BY provider_id"
+    );
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(
+        sql.clone()
+    ))
+    .bind(kind)
+    .fetch_all(&mut *c)
+    .await?))
+}

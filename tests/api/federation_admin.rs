@@ -357,3 +357,113 @@ async fn cli_imports_saml_metadata(db: TestDb) {
     assert_eq!(list.as_array().unwrap().len(), 1);
     db.drop_database().await;
 }
+
+on_both_databases!(expired_requests_are_purged_and_expiring_certificates_reported);
+
+/// A self-signed certificate valid from `from` for `days` days, as PEM.
+fn cert_valid(from: chrono::DateTime<chrono::Utc>, days: i64) -> String {
+    use openssl::{asn1::Asn1Time, hash::MessageDigest, pkey::PKey, rsa::Rsa, x509};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "expiring.idp.test")
+        .unwrap();
+    let name = name.build();
+    let mut b = x509::X509::builder().unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::from_unix(from.timestamp()).unwrap())
+        .unwrap();
+    b.set_not_after(
+        &Asn1Time::from_unix((from + chrono::Duration::days(days)).timestamp()).unwrap(),
+    )
+    .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    String::from_utf8(b.build().to_pem().unwrap()).unwrap()
+}
+
+async fn expired_requests_are_purged_and_expiring_certificates_reported(db: TestDb) {
+    use chrono::{Duration, Utc};
+    use lintel::federation::{flow, providers};
+    use lintel::store::federation::{self as fs, FederationRequest};
+    let now = Utc::now();
+    let clock = lintel::clock::FixedClock::new(now);
+    let id = crate::helpers::identity_with_clock(&db, clock.clone()).await;
+    let org = orgs::create(&id, "Purge Org", None).await.unwrap();
+    let p = providers::create(
+        &id,
+        org.org_id,
+        providers::NewProvider {
+            kind: "saml".into(),
+            name: "Expiring".into(),
+            config: json!({"entity_id": "https://idp.test", "sso_url": "https://idp.test/sso",
+                "certificates": [cert_valid(now - Duration::days(100), 110)]}),
+            client_secret: None,
+            enabled: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(flow::warn_expiring_certificates(&id).await.unwrap(), 1);
+
+    let mut c = id.db.conn().await.unwrap();
+    for (rid, ttl) in [("_old", -1), ("_live", 600)] {
+        fs::insert_request(
+            &mut c,
+            &FederationRequest {
+                request_id: rid.into(),
+                provider_id: p.provider_id,
+                browser_hash: "h".into(),
+                auth: String::new(),
+                nonce: None,
+                pkce_verifier: None,
+                created_at: now,
+                expires_at: now + Duration::seconds(ttl),
+                result: None,
+                asserted_at: None,
+                completed_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    }
+    fs::use_assertion(&mut c, p.provider_id, "_a-old", now - Duration::seconds(1))
+        .await
+        .unwrap();
+    fs::use_assertion(
+        &mut c,
+        p.provider_id,
+        "_a-live",
+        now + Duration::seconds(60),
+    )
+    .await
+    .unwrap();
+    // A remembered assertion ID cannot be used again.
+    assert!(
+        fs::use_assertion(
+            &mut c,
+            p.provider_id,
+            "_a-live",
+            now + Duration::seconds(60)
+        )
+        .await
+        .is_err()
+    );
+    drop(c);
+    assert_eq!(flow::purge_expired(&id).await.unwrap(), 2);
+    let mut c = id.db.conn().await.unwrap();
+    assert!(
+        fs::get_request(&mut c, p.provider_id, "_old")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        fs::get_request(&mut c, p.provider_id, "_live")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    drop(c);
+    db.drop_database().await;
+}

@@ -7,6 +7,7 @@ mod audit;
 mod cli;
 mod config;
 mod federation_admin;
+mod federation_oidc;
 mod folded_names;
 mod health;
 mod http_errors;
