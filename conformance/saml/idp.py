@@ -8,19 +8,17 @@ then the response, as pysaml2 itself does), so each must-reject variant carries 
 signature over exactly the one defect it is meant to show, unless the defect is the signature.
 """
 import base64
-import copy
 import os
 import tempfile
 import urllib.parse
 
 from lxml import etree
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2 import BINDING_HTTP_REDIRECT
 from saml2.authn_context import PASSWORD, AuthnBroker, authn_context_class_ref
 from saml2.config import IdPConfig
 from saml2.metadata import create_metadata_string
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NameID
 from saml2.server import Server
-from saml2.sigver import SecurityContext  # noqa: F401 (type of Server.sec)
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 NS = {
@@ -146,9 +144,6 @@ def parse(xml):
 def tostring(doc):
     return etree.tostring(doc, encoding="unicode")
 
-
-def deepcopy(doc):
-    return copy.deepcopy(doc)
 
 
 if __name__ == "__main__":

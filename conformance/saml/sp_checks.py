@@ -15,7 +15,6 @@ Env: LINTEL, ADMIN_KEY, WORK (dir with the keys, provider JSON files from `linte
 and the IdP settings written by saml.sh), VICTIM_EMAIL (a password user of Acme).
 """
 import copy
-import datetime as dt
 import json
 import os
 import sys
@@ -23,7 +22,8 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from browser import Api, Browser, Tally  # noqa: E402
-from idp import NS, CorpIdp, b64, parse, tostring  # noqa: E402
+import variants as V  # noqa: E402
+from idp import CorpIdp, b64  # noqa: E402
 
 E = os.environ
 BASE = E["LINTEL"].rstrip("/")
@@ -225,137 +225,28 @@ MALLORY = user("mallory", groups=["staff"], given="Mal", family="Lory")
 VICTIM = E.get("VICTIM_EMAIL", "victim@acme.test")
 
 
-def iso(delta_secs):
-    t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delta_secs)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def resigned(fn, assertion=True, response=True, idp=None):
-    """An edit: fn(doc, req) changes the lxml tree, then pysaml2 signs it again."""
-    def edit(xml, req):
-        doc = parse(xml)
-        fn(doc, req)
-        return (idp or idp_a).resign(tostring(doc), assertion=assertion, response=response)
-    return edit
-
-
-def unsigned_edit(fn):
-    def edit(xml, req):
-        doc = parse(xml)
-        fn(doc, req)
-        return tostring(doc)
-    return edit
-
-
-def all_(doc, path):
-    found = doc.findall(path, NS)
-    assert found, f"nothing at {path}"
-    return found
-
-
-def set_attr(path, name, value):
-    def fn(doc, req):
-        for el in all_(doc, path):
-            el.set(name, value)
-    return fn
-
-
-def set_text(path, value):
-    def fn(doc, req):
-        for el in all_(doc, path):
-            el.text = value
-    return fn
-
-
-def attr_values(doc, friendly):
-    return [v for a in doc.iterfind(".//saml:Attribute", NS)
-            if friendly in (a.get("FriendlyName"), a.get("Name"))
-            for v in a.findall("saml:AttributeValue", NS)]
-
-
-def to_victim(doc, req):
-    for el in all_(doc, ".//saml:Subject/saml:NameID"):
-        el.text = VICTIM
-    for v in attr_values(doc, "mail"):
-        v.text = VICTIM
-
-
-def add_admin_group(doc, req):
-    vals = attr_values(doc, "groups")
-    assert vals
-    extra = copy.deepcopy(vals[0])
-    extra.text = "acme-admins"
-    vals[0].addnext(extra)
-
-
-def expired(doc, req):
-    for el in all_(doc, ".//saml:Conditions"):
-        el.set("NotBefore", iso(-1800))
-        el.set("NotOnOrAfter", iso(-900))
-    for el in all_(doc, ".//saml:SubjectConfirmationData"):
-        el.set("NotOnOrAfter", iso(-900))
-    for el in [doc, *all_(doc, "saml:Assertion")]:
-        el.set("IssueInstant", iso(-1800))
-
-
-def not_yet_valid(doc, req):
-    for el in all_(doc, ".//saml:Conditions"):
-        el.set("NotBefore", iso(900))
-        el.set("NotOnOrAfter", iso(1800))
-
-
-def in_response_to(value):
-    def fn(doc, req):
-        doc.set("InResponseTo", value)
-        for el in all_(doc, ".//saml:SubjectConfirmationData"):
-            el.set("InResponseTo", value)
-    return fn
-
-
-def other_issuer(doc, req):
-    for el in all_(doc, ".//saml:Issuer"):
-        el.text = "https://idp.other.test/saml"
-
-
-def two_assertions(doc, req):
-    a = doc.find("saml:Assertion", NS)
-    b = copy.deepcopy(a)
-    b.set("ID", "_" + uuid.uuid4().hex)
-    b.find("saml:Subject/saml:NameID", NS).text = VICTIM
-    a.addnext(b)
-
-
-def sign_two(xml, req):
-    doc = parse(xml)
-    two_assertions(doc, req)
-    xml = tostring(doc)
-    second = parse(xml).findall("saml:Assertion", NS)[1].get("ID")
-    xml = idp_a.server.sec.sign_statement(xml, "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
-                                          node_id=second)
-    return idp_a.resign(xml)
-
-
-def doctype(xml, req):
-    body = xml.split("?>", 1)[1] if xml.startswith("<?xml") else xml
-    return ('<?xml version="1.0"?>\n<!DOCTYPE Response [<!ENTITY who "' + VICTIM + '">]>\n' + body)
-
-
+R = V.resigned
 rejects = [
     ("signed by another key (same IdP entity ID)", dict(idp=evil_a)),
-    ("NameID and mail edited after signing (to an existing user)", dict(edit=unsigned_edit(to_victim))),
-    ("groups edited after signing (acme-admins added)", dict(edit=unsigned_edit(add_admin_group))),
+    ("NameID and mail edited after signing (to an existing user)",
+     dict(edit=V.unsigned_edit(V.to_user(VICTIM)))),
+    ("groups edited after signing (acme-admins added)", dict(edit=V.unsigned_edit(V.add_group("acme-admins")))),
     ("unsigned Response and Assertion", dict(sign_response=False, sign_assertion=False)),
-    ("wrong Audience", dict(edit=resigned(set_text(".//saml:Audience", "https://sp.other.test/metadata")))),
-    ("wrong Response Destination", dict(edit=resigned(set_attr(".", "Destination", ACS_B)))),
+    ("wrong Audience", dict(edit=R(idp_a, V.set_text(".//saml:Audience", "https://sp.other.test/metadata")))),
+    ("wrong Response Destination", dict(edit=R(idp_a, V.set_attr(".", "Destination", ACS_B)))),
     ("wrong SubjectConfirmationData Recipient",
-     dict(edit=resigned(set_attr(".//saml:SubjectConfirmationData", "Recipient", ACS_B)))),
-    ("wrong Issuer (right key)", dict(edit=resigned(other_issuer))),
-    ("expired (NotOnOrAfter 15 min ago)", dict(edit=resigned(expired))),
-    ("not yet valid (NotBefore in 15 min)", dict(edit=resigned(not_yet_valid))),
-    ("InResponseTo unknown", dict(edit=resigned(in_response_to("_" + uuid.uuid4().hex)))),
-    ("two assertions (second for another user, both signed)", dict(edit=sign_two)),
-    ("DOCTYPE with an entity", dict(edit=doctype)),
+     dict(edit=R(idp_a, V.set_attr(".//saml:SubjectConfirmationData", "Recipient", ACS_B)))),
+    ("wrong Issuer (right key)", dict(edit=R(idp_a, V.issuer("https://idp.other.test/saml")))),
+    ("expired (NotOnOrAfter 15 min ago)", dict(edit=R(idp_a, V.expired))),
+    ("not yet valid (NotBefore in 15 min)", dict(edit=R(idp_a, V.not_yet_valid))),
+    ("InResponseTo unknown", dict(edit=R(idp_a, V.in_response_to("_" + uuid.uuid4().hex)))),
+    ("two assertions (second for another user, both signed)", dict(edit=V.two_assertions(idp_a, VICTIM))),
+    ("DOCTYPE with an entity", dict(edit=V.doctype)),
 ]
+rejects += [(f"XSW{k} (signed Response wrapped)", dict(edit=V.xsw_response(k, VICTIM), sign_assertion=False))
+            for k in (1, 2)]
+rejects += [(f"XSW{k} (signed Assertion wrapped)", dict(edit=V.xsw_assertion(k, VICTIM), sign_response=False))
+            for k in range(3, 9)]
 for label, kw in rejects:
     T.check(f"(c) rejected: {label}", sp_login, MALLORY, expect_ok=False, **kw)
 
@@ -414,105 +305,16 @@ def login_csrf():
 T.check("(c) rejected: a response for another browser's request (login CSRF)", login_csrf)
 
 
-# XML signature wrapping (the "On Breaking SAML" XSW variants, built on pysaml2's signed XML).
-def evil_assertion(signed_assertion):
-    evil = copy.deepcopy(signed_assertion)
-    evil.set("ID", "_evil" + uuid.uuid4().hex)
-    sig = evil.find("ds:Signature", NS)
-    if sig is not None:
-        evil.remove(sig)
-    evil.find("saml:Subject/saml:NameID", NS).text = VICTIM
-    for v in attr_values(evil, "mail"):
-        v.text = VICTIM
-    return evil
-
-
-def xsw_response(kind):
-    """XSW1/2: the Response is signed; an evil Response wraps the original (XSW1: inside the
-    original signature's place after it; XSW2: before it)."""
-    def edit(xml, req):
-        orig = parse(xml)
-        evil = copy.deepcopy(orig)
-        evil.set("ID", "_evil" + uuid.uuid4().hex)
-        ea = evil.find("saml:Assertion", NS)
-        evil.replace(ea, evil_assertion(orig.find("saml:Assertion", NS)))
-        sig = evil.find("ds:Signature", NS)
-        orig_clean = copy.deepcopy(orig)
-        if kind == 1:
-            sig.append(orig_clean)          # original signed Response inside the Signature
-        else:
-            sig.addprevious(orig_clean)     # original before the (now detached) Signature
-        return tostring(evil)
-    return edit
-
-
-def xsw_assertion(kind):
-    """XSW3–8: the Assertion is signed (sign_response=False); an evil assertion is added."""
-    def edit(xml, req):
-        doc = parse(xml)
-        a = doc.find("saml:Assertion", NS)
-        evil = evil_assertion(a)
-        if kind == 3:       # evil assertion before the signed one
-            a.addprevious(evil)
-        elif kind == 4:     # signed assertion moved inside the evil one
-            doc.replace(a, evil)
-            evil.append(a)
-        elif kind == 5:     # signature moved to the evil copy, original appended at the end
-            sig = a.find("ds:Signature", NS)
-            a.remove(sig)
-            evil.insert(1, copy.deepcopy(sig))
-            doc.replace(a, evil)
-            doc.append(a)
-            a.append(sig)
-        elif kind == 6:     # original inside the evil assertion's (copied) Signature
-            sig = copy.deepcopy(a.find("ds:Signature", NS))
-            evil.insert(1, sig)
-            doc.replace(a, evil)
-            sig.append(a)
-        elif kind == 7:     # original in an Extensions element, evil assertion used
-            ext = parse('<samlp:Extensions xmlns:samlp="%s"/>' % NS["samlp"])
-            doc.replace(a, evil)
-            evil.addprevious(ext)
-            ext.append(a)
-        elif kind == 8:     # original inside ds:Object of the evil assertion's Signature
-            sig = copy.deepcopy(a.find("ds:Signature", NS))
-            obj = parse('<ds:Object xmlns:ds="%s"/>' % NS["ds"])
-            sig.append(obj)
-            evil.insert(1, sig)
-            doc.replace(a, evil)
-            obj.append(a)
-        return tostring(doc)
-    return edit
-
-
-for k in (1, 2):
-    T.check(f"(c) rejected: XSW{k} (signed Response wrapped)", sp_login, MALLORY, expect_ok=False,
-            edit=xsw_response(k), sign_assertion=False)
-for k in range(3, 9):
-    T.check(f"(c) rejected: XSW{k} (signed Assertion wrapped)", sp_login, MALLORY, expect_ok=False,
-            edit=xsw_assertion(k), sign_response=False)
-
-
 def comment_injection():
-    """CVE-2017-11427: <NameID>victim@acme.test<!---->.evil.test</NameID> is signed as
-    victim@acme.test.evil.test (exclusive c14n drops comments); an SP reading only the first
-    text node would sign in the victim. Either refused, or signed in as the whole text."""
+    """Either refused, or signed in as the whole text; never as the victim."""
     whole = VICTIM + ".evil.test"
-    u = user("x", groups=["staff"])
-    u["email"] = whole
+    u = dict(user("x", groups=["staff"]), email=whole)
     b = Browser(BASE)
     req, relay = start(b, LOGIN_A, idp_a, ACS_A, SPID_A)
-    doc = parse(idp_a.response_xml(u, req.id, ACS_A, SPID_A, sign_response=False))
-    from lxml import etree
-    for el in [*doc.iterfind(".//saml:Subject/saml:NameID", NS), *attr_values(doc, "mail")]:
-        assert el.text == whole
-        el.text = VICTIM
-        c = etree.Comment("")
-        c.tail = ".evil.test"
-        el.append(c)
-    resp = post_acs(b, ACS_A, tostring(doc), relay)
+    xml = V.comment_in_name_id(whole, VICTIM)(idp_a.response_xml(u, req.id, ACS_A, SPID_A), req)
+    resp = post_acs(b, ACS_A, xml, relay)
     if resp.status_code == 303:
-        final, _ = b.follow(resp)
+        b.follow(resp)
         who = b.signed_in_as()
         assert who != VICTIM, "signed in as the victim: NameID truncated at the comment"
         assert who in (None, whole), who
