@@ -54,6 +54,8 @@ op_port=$(free_port)
 issuer="http://127.0.0.1:${port}"
 upstream="http://127.0.0.1:${op_port}"
 run() {
+  # Every login here comes from 127.0.0.1: no per-IP login limit (a 429 would hide the
+  # real answer to a must-reject response).
   # exec: the server is this (sub)shell, so killing $! stops it.
   (cd "$work" && exec env -u LINTEL_TEST_POSTGRES_URL -u LINTEL_CONFIG \
     LINTEL_DATABASE_URL="sqlite://${work}/lintel.db" \
@@ -64,6 +66,7 @@ run() {
     LINTEL_PASSWORD_ARGON2_MEMORY_KIB=64 \
     LINTEL_PASSWORD_ARGON2_ITERATIONS=1 \
     LINTEL_LOG_LEVEL=warn \
+    LINTEL_RATE_LIMITS_LOGIN=100000/60 \
     "$lintel" "$@")
 }
 field() { python3 -c 'import json, sys; print(json.loads(sys.stdin.read())[sys.argv[1]])' "$1"; }

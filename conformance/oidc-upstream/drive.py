@@ -94,6 +94,7 @@ def assert_signed_in(b, resp, email):
 def assert_no_session(b, resp):
     final, url = b.follow(resp)
     assert 400 <= final.status_code < 600, f"{url} answered {final.status_code}: {final.text[:300]}"
+    assert final.status_code != 429, "rate limited: the callback itself was not judged"
     assert "text/html" in final.headers.get("content-type", ""), final.headers.get("content-type")
     assert not b.has_cookie("lintel_session"), "a session cookie was set"
     assert b.signed_in_as() is None, "/account answers 200"

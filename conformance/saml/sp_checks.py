@@ -114,6 +114,7 @@ def assert_rejected(browser, resp, at_acs=True):
     an error page, no lintel_session cookie, /account not reachable."""
     final, url = (resp, resp.url) if at_acs else browser.follow(resp)
     assert 400 <= final.status_code < 500, f"{url} answered {final.status_code}: {final.text[:300]}"
+    assert final.status_code != 429, "rate limited: the response itself was not judged"
     assert "text/html" in final.headers.get("content-type", ""), final.headers.get("content-type")
     assert not browser.has_cookie("lintel_session"), "a session cookie was set"
     assert browser.signed_in_as() is None, "/account answers 200"
