@@ -20,6 +20,8 @@ pub enum StartupError {
     Database { url: String, message: String },
     #[error("keys: {0}")]
     Keys(#[from] keys::KeyError),
+    #[error("keys: {0}")]
+    SpKey(String),
     #[error("bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -146,9 +148,21 @@ impl App {
                 url: redact_database_url(config.database_url.expose()),
                 message: format!("rate-limit defaults: {e}"),
             })?;
+        let sp_key = crate::saml::sp_key::SpKey::load_or_generate(&config.keys_dir).map_err(
+            |e| StartupError::SpKey(format!("SAML SP key in {}: {e}", config.keys_dir.display())),
+        )?;
+        let oidc = Arc::new(crate::oidc::Provider::new(&config));
+        let federation = Arc::new(crate::federation::flow::Federation {
+            base_url: oidc.issuer.clone(),
+            sp_key: Arc::new(sp_key),
+            upstream: crate::federation::oidc_upstream::Upstream::new(
+                std::time::Duration::from_secs(10),
+            ),
+        });
         Ok(App {
             state: AppState {
-                oidc: Arc::new(crate::oidc::Provider::new(&config)),
+                oidc,
+                federation,
                 config: Arc::new(config),
                 identity,
             },
@@ -200,6 +214,10 @@ impl App {
             identity.clone(),
             std::time::Duration::from_secs(600),
         );
+        let federation_purger = crate::federation::flow::spawn_purger(
+            identity.clone(),
+            std::time::Duration::from_secs(600),
+        );
         let exporter = self
             .metrics
             .map(|(l, handle)| http::metrics::serve_metrics(l, handle, identity.db.clone()));
@@ -209,6 +227,7 @@ impl App {
         }
         purger.abort();
         code_purger.abort();
+        federation_purger.abort();
         flusher.stop().await;
         served
     }

@@ -50,6 +50,76 @@ pub enum Command {
     /// Token-signing keys (`keys/`, published at the JWKS URI).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Enterprise identity providers (SAML 2.0 or OpenID Connect) of an organization.
+    #[command(subcommand)]
+    Idp(IdpCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IdpCommand {
+    /// Add a provider; prints it with the URLs to give the IdP (SAML: our metadata, entity
+    /// ID and ACS; OIDC: the redirect URI). SAML from the IdP's metadata
+    /// (`--saml-metadata FILE`) and/or fields (`--config JSON`, laid over the metadata);
+    /// OIDC with `--type oidc --config '{"issuer": …, "client_id": …}' --client-secret S`.
+    Create {
+        /// Organization id or url_safe_org_name.
+        #[arg(long)]
+        org: String,
+        #[arg(long, default_value = "saml", value_parser = ["saml", "oidc"])]
+        r#type: String,
+        #[arg(long, default_value = "Single sign-on")]
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        saml_metadata: Option<PathBuf>,
+        /// Settings as a JSON object (see the README's federation section).
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
+        /// The upstream OIDC client secret (or env LINTEL_IDP_CLIENT_SECRET).
+        #[arg(long, env = "LINTEL_IDP_CLIENT_SECRET", hide_env_values = true)]
+        client_secret: Option<String>,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// List an organization's providers.
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    /// Replace a provider's settings (`--config`, the whole object) or name.
+    Update {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        id: uuid::Uuid,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_name = "JSON")]
+        config: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        saml_metadata: Option<PathBuf>,
+        #[arg(long, env = "LINTEL_IDP_CLIENT_SECRET", hide_env_values = true)]
+        client_secret: Option<String>,
+    },
+    Enable {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        id: uuid::Uuid,
+    },
+    Disable {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        id: uuid::Uuid,
+    },
+    /// Delete a provider (its users stay; their links to it go).
+    Delete {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        id: uuid::Uuid,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -455,6 +525,11 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             let id = app::identity(&config, db, clock)?;
             api_key_admin(&id, cmd).await
         }
+        Command::Idp(cmd) => {
+            let db = app::open_store(&config).await?;
+            let id = app::identity(&config, db, clock)?;
+            idp_admin(&id, &config, cmd).await
+        }
         Command::ScimClient(cmd) => {
             let db = app::open_store(&config).await?;
             let id = app::identity(&config, db, clock)?;
@@ -751,6 +826,145 @@ fn pairs(items: &[String], what: &str) -> Result<Vec<(String, String)>, Failure>
                 .ok_or_else(|| Failure::Command(format!("{what} `{m}`: expected A=B")))
         })
         .collect()
+}
+
+fn json_arg(raw: Option<&str>) -> Result<serde_json::Value, Failure> {
+    match raw {
+        None => Ok(json!({})),
+        Some(r) => serde_json::from_str(r)
+            .map_err(|e| Failure::Command(format!("invalid --config: {e}"))),
+    }
+}
+
+fn read_file(path: &std::path::Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Failure::Command(format!("cannot read {}: {e}", path.display())))
+}
+
+async fn idp_admin(
+    id: &identity::Identity,
+    config: &Config,
+    cmd: IdpCommand,
+) -> Result<(), Failure> {
+    use crate::federation::providers::{self, NewProvider, ProviderPatch};
+    use crate::store::federation::IdentityProvider;
+    let base = config.issuer.as_str().trim_end_matches('/').to_string();
+    let now = id.clock.now();
+    let view = |p: &IdentityProvider| {
+        let warnings = providers::certificate_warnings(p, now);
+        for w in &warnings {
+            tracing::warn!(provider_id = %p.provider_id, certificate = %w.certificate,
+                not_after = %w.not_after, "IdP certificate expires soon");
+        }
+        let mut v = serde_json::to_value(p).unwrap_or_default();
+        v["endpoints"] = json!(providers::endpoints(&base, p));
+        v["certificate_warnings"] = json!(warnings);
+        v
+    };
+    let config_of = |kind: &str, metadata: Option<&PathBuf>, raw: Option<&str>| {
+        let extra = json_arg(raw)?;
+        match metadata {
+            Some(path) if kind == "saml" => {
+                Ok::<_, Failure>(providers::config_from_metadata(&read_file(path)?, &extra)?)
+            }
+            Some(_) => Err(Failure::Command(
+                "--saml-metadata is for SAML providers".into(),
+            )),
+            None => Ok(extra),
+        }
+    };
+    match cmd {
+        IdpCommand::Create {
+            org,
+            r#type,
+            name,
+            saml_metadata,
+            config,
+            client_secret,
+            disabled,
+        } => {
+            let org_id = identity::orgs::resolve(id, &org).await?.org_id;
+            let cfg = config_of(&r#type, saml_metadata.as_ref(), config.as_deref())?;
+            let p = providers::create(
+                id,
+                org_id,
+                NewProvider {
+                    kind: r#type,
+                    name,
+                    config: cfg,
+                    client_secret: client_secret.map(Secret::new),
+                    enabled: !disabled,
+                },
+            )
+            .await?;
+            print(view(&p));
+        }
+        IdpCommand::List { org } => {
+            let org_id = identity::orgs::resolve(id, &org).await?.org_id;
+            let rows = providers::list(id, org_id, None, 1000).await?;
+            print(json!(rows.iter().map(view).collect::<Vec<_>>()));
+        }
+        IdpCommand::Update {
+            org,
+            id: provider_id,
+            name,
+            config,
+            saml_metadata,
+            client_secret,
+        } => {
+            let org_id = identity::orgs::resolve(id, &org).await?.org_id;
+            let current = providers::get(id, org_id, provider_id).await?;
+            let cfg = if config.is_some() || saml_metadata.is_some() {
+                Some(config_of(&current.kind, saml_metadata.as_ref(), config.as_deref())?)
+            } else {
+                None
+            };
+            let p = providers::update(
+                id,
+                org_id,
+                provider_id,
+                ProviderPatch {
+                    name,
+                    config: cfg,
+                    client_secret: client_secret.map(|s| Some(Secret::new(s))),
+                    enabled: None,
+                },
+            )
+            .await?;
+            print(view(&p));
+        }
+        IdpCommand::Enable {
+            org,
+            id: provider_id,
+        }
+        | IdpCommand::Disable {
+            org,
+            id: provider_id,
+        } => {
+            let enabled = matches!(cmd, IdpCommand::Enable { .. });
+            let org_id = identity::orgs::resolve(id, &org).await?.org_id;
+            let p = providers::update(
+                id,
+                org_id,
+                provider_id,
+                ProviderPatch {
+                    enabled: Some(enabled),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            print(view(&p));
+        }
+        IdpCommand::Delete {
+            org,
+            id: provider_id,
+        } => {
+            let org_id = identity::orgs::resolve(id, &org).await?.org_id;
+            providers::delete(id, org_id, provider_id).await?;
+            print(json!({ "provider_id": provider_id, "deleted": true }));
+        }
+    }
+    Ok(())
 }
 
 async fn scim_client_admin(id: &identity::Identity, cmd: ScimClientCommand) -> Result<(), Failure> {

@@ -17,6 +17,7 @@ pub mod account;
 pub mod api;
 pub mod error;
 pub mod extract;
+pub mod federation;
 pub mod health;
 pub mod metrics;
 pub mod oidc;
@@ -61,6 +62,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(scim::routes())
         .merge(oidc::routes())
         .merge(account::routes())
+        .merge(federation::routes())
         .merge(extra)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -200,7 +200,7 @@ pub(super) fn user_agent(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The identity services acting as the request's origin (audit rows record IP and agent).
-fn acting(state: &AppState, headers: &HeaderMap, ci: &Option<ConnectInfo<SocketAddr>>) -> Identity {
+pub(super) fn acting(state: &AppState, headers: &HeaderMap, ci: &Option<ConnectInfo<SocketAddr>>) -> Identity {
     state.identity.acting_as(Actor {
         ip: peer(ci),
         user_agent: user_agent(headers),
@@ -234,7 +234,7 @@ pub(super) async fn browser_session(
     }
 }
 
-fn serialize(params: &[(String, String)]) -> String {
+pub(super) fn serialize(params: &[(String, String)]) -> String {
     url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params.iter())
         .finish()
@@ -380,21 +380,48 @@ async fn authorize(
     )
     .await
     {
-        Ok((outcome, _)) => outcome_response(
-            &state,
-            outcome,
-            &params,
-            &csrf,
-            set_csrf,
-            None,
-            StatusCode::OK,
-        ),
+        Ok((outcome, client)) => {
+            // A client bound to an org that requires SSO: straight to the org's IdP.
+            if matches!(outcome, Outcome::Login { .. })
+                && let Some(realm) = sso_only_realm(&state, client.and_then(|c| c.org_id)).await
+            {
+                let ci: Option<ConnectInfo<SocketAddr>> = None;
+                return super::federation::begin(
+                    &state,
+                    &headers,
+                    &ci,
+                    realm.provider.provider_id,
+                    &serialize(&params),
+                )
+                .await;
+            }
+            outcome_response(
+                &state,
+                outcome,
+                &params,
+                &csrf,
+                set_csrf,
+                None,
+                StatusCode::OK,
+            )
+        }
         Err(e) => error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.description()),
     }
 }
 
+/// The IdP of an org that refuses password logins, if `org_id` names one.
+async fn sso_only_realm(
+    state: &AppState,
+    org_id: Option<uuid::Uuid>,
+) -> Option<crate::federation::home_realm::Realm> {
+    let realm = crate::federation::home_realm::for_org(&state.identity, org_id?)
+        .await
+        .ok()??;
+    (!realm.password_allowed).then_some(realm)
+}
+
 /// Continues the authorization request after a completed login step.
-async fn after_step(
+pub(super) async fn after_step(
     state: &AppState,
     headers: &HeaderMap,
     params: &[(String, String)],
@@ -587,6 +614,27 @@ async fn login(
     let email = field(&input.params, "email").unwrap_or("").to_string();
     let password = Secret::new(field(&input.params, "password").unwrap_or("").to_string());
     let auth = serialize(&input.auth_params);
+    // Home-realm discovery: an email whose domain belongs to an org with SSO goes to that
+    // org's IdP, whatever password was typed (issue #7 item 5).
+    match crate::federation::home_realm::for_email(&state.identity, &email).await {
+        Ok(Some(realm)) => {
+            return super::federation::begin(
+                &state,
+                &headers,
+                &ci,
+                realm.provider.provider_id,
+                &auth,
+            )
+            .await;
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &OidcError::from(e).description(),
+            );
+        }
+    }
     match interaction::password(&input.id, &email, &password, &input.origin).await {
         Ok(step) => after_step(&state, &headers, &input.auth_params, step, &auth).await,
         Err(e)

@@ -9,4 +9,6 @@ pub struct AppState {
     pub identity: Identity,
     /// The OpenID Connect provider's issuer and keys.
     pub oidc: Arc<crate::oidc::Provider>,
+    /// Enterprise SSO: our SAML SP key and the upstream OIDC client.
+    pub federation: Arc<crate::federation::flow::Federation>,
 }

@@ -389,7 +389,7 @@ async fn record(
     insert_attempt(&mut c, user_id, ctx, now, success).await
 }
 
-async fn insert_attempt(
+pub(crate) async fn insert_attempt(
     a: &mut impl store::Access,
     user_id: Option<Uuid>,
     ctx: &LoginContext,

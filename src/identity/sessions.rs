@@ -22,7 +22,9 @@ use uuid::Uuid;
 pub const ACTIVITY_WRITE_INTERVAL_SECS: i64 = 60;
 
 /// RFC 8176 authentication method references a session can record.
-pub const AUTH_METHODS: &[&str] = &["pwd", "otp", "mfa", "fed", "hwk", "swk", "sms", "email"];
+pub const AUTH_METHODS: &[&str] = &[
+    "pwd", "otp", "mfa", "fed", "hwk", "swk", "sms", "email", "saml", "oidc",
+];
 
 #[derive(Debug, Clone, Default)]
 pub struct NewSession {

@@ -154,6 +154,23 @@ pub async fn password(
     }
 }
 
+/// A login the federation module completed (SAML or upstream OIDC): a session recording
+/// `fed` and the protocol in `amr`, unless the user or org needs Lintel's second factor.
+pub async fn federated(
+    id: &Identity,
+    user_id: Uuid,
+    method: &str,
+    origin: &Origin,
+) -> Result<Step, IdentityError> {
+    let amr = vec!["fed".to_string(), method.to_string()];
+    match done(id, user_id, amr.clone(), origin).await {
+        Err(IdentityError::SecondFactorRequired) => Ok(Step::Mfa {
+            pending: pending(id, user_id, "mfa", amr, origin.org_id)?,
+        }),
+        r => r,
+    }
+}
+
 /// The second factor after [`password`] answered `Mfa`.
 pub async fn second_factor(
     id: &Identity,
@@ -352,6 +369,12 @@ pub async fn authorize(
         },
         (Ok(authorize::Next::Issue), Some(s)) => {
             match pick_org(id, &client, &req, params, s).await? {
+                // An org that refuses passwords (it requires SSO) takes no password session.
+                OrgChoice::Use(Some(org)) if !session_allowed_in(id, s, org).await? => {
+                    redirect_err(&OidcError::AccessDenied(
+                        "the organization requires single sign-on".into(),
+                    ))
+                }
                 OrgChoice::Use(org) => Outcome::Redirect(
                     authorize::issue_code(id, &p.issuer, &client, &req, s, org).await?,
                 ),
@@ -366,6 +389,26 @@ pub async fn authorize(
         }
     };
     Ok((outcome, Some(client)))
+}
+
+/// Whether the session's way of signing in is one the org allows: a password session only
+/// where the org allows passwords (`org_login_methods`); federated sessions come from the
+/// org's own IdP or are refused by it.
+async fn session_allowed_in(id: &Identity, s: &Session, org_id: Uuid) -> Result<bool, OidcError> {
+    if !s.auth_methods.0.iter().any(|m| m == "pwd") {
+        return Ok(true);
+    }
+    match crate::identity::orgs::login_method_allowed(
+        id,
+        org_id,
+        crate::identity::orgs::LoginMethod::Password,
+    )
+    .await
+    {
+        Ok(allowed) => Ok(allowed),
+        Err(IdentityError::NotFound { .. }) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The parameter the organization picker adds to the authorization request (an RP may send

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 pub mod api_keys;
 pub mod audit;
+pub mod federation;
 pub mod impersonation;
 pub mod login_attempts;
 pub mod memberships;

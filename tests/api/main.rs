@@ -6,6 +6,7 @@ mod architecture;
 mod audit;
 mod cli;
 mod config;
+mod federation_admin;
 mod folded_names;
 mod health;
 mod http_errors;

@@ -29,6 +29,7 @@ pub mod dto;
 pub mod impersonation;
 pub mod members;
 pub mod metrics;
+pub mod identity_providers;
 pub mod oidc_clients;
 pub mod orgs;
 pub mod rate_limits;
@@ -97,7 +98,8 @@ pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(waitlist::routes())
         .merge(metrics::routes())
         .merge(scim_clients::routes())
-        .merge(oidc_clients::routes());
+        .merge(oidc_clients::routes())
+        .merge(identity_providers::routes());
     let (router, mut doc) = OpenApiRouter::new().nest("/api/v1", api).split_for_parts();
     doc.info = ApiDoc::openapi().info;
     (

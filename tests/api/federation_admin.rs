@@ -1,0 +1,339 @@
+//! Managing identity providers: the management API (SAML from metadata, a provider without
+//! a certificate refused, other orgs' providers 404, the OIDC client secret write-only and
+//! stored encrypted, certificate expiry warnings, audit rows) and the CLI
+//! (`lintel idp create --saml-metadata`).
+use crate::helpers::{TestApp, TestDb, lintel};
+use crate::{on_both_backends, on_both_databases};
+use lintel::identity::api_keys::{self, NewApiKey};
+use lintel::identity::orgs;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+on_both_backends!(management_api_manages_identity_providers);
+on_both_databases!(cli_imports_saml_metadata);
+
+pub fn testdata(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/src/saml/testdata/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// IdP metadata as Okta or Entra publish it (one signing certificate, HTTP-Redirect SSO).
+pub fn idp_metadata(entity_id: &str, sso_url: &str, cert_pem: &str) -> String {
+    let b64: String = cert_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="{entity_id}">
+  <md:IDPSSODescriptor WantAuthnRequestsSigned="false" protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
+    <md:KeyDescriptor use="signing">
+      <ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:X509Data><ds:X509Certificate>{b64}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>
+    </md:KeyDescriptor>
+    <md:NameIDFormat>urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress</md:NameIDFormat>
+    <md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{sso_url}/post"/>
+    <md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="{sso_url}"/>
+  </md:IDPSSODescriptor>
+</md:EntityDescriptor>"#
+    )
+}
+
+async fn admin_key(app: &TestApp) -> String {
+    let (_, k) = api_keys::create(
+        &app.state.identity,
+        NewApiKey {
+            is_admin: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    k.expose().clone()
+}
+
+async fn call(
+    app: &TestApp,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = app
+        .client
+        .request(method, app.url(&format!("/api/v1{path}")))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn management_api_manages_identity_providers(app: TestApp) {
+    let key = admin_key(&app).await;
+    let id = &app.state.identity;
+    let org = orgs::create(id, "Idp Admin", None).await.unwrap();
+    let other = orgs::create(id, "Idp Other", None).await.unwrap();
+    let base = format!("/orgs/{}/identity-providers", org.org_id);
+    let metadata = idp_metadata(
+        "https://idp.example.com/entity",
+        "https://idp.example.com/sso",
+        &testdata("idp.crt.pem"),
+    );
+
+    // SAML from metadata, with JIT settings laid over it.
+    let (s, p) = call(
+        &app,
+        &key,
+        Method::POST,
+        &base,
+        Some(json!({
+            "type": "saml", "name": "Okta",
+            "saml_metadata": metadata,
+            "config": {"group_roles": {"Admins": "admin"}, "clock_skew_secs": 60},
+        })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    let pid = p["provider_id"].as_str().unwrap().to_string();
+    assert_eq!(p["config"]["entity_id"], "https://idp.example.com/entity");
+    assert_eq!(p["config"]["sso_url"], "https://idp.example.com/sso");
+    assert_eq!(p["config"]["clock_skew_secs"], 60);
+    assert_eq!(p["config"]["group_roles"]["Admins"], "admin");
+    assert_eq!(p["config"]["default_role"], "member");
+    assert_eq!(p["enabled"], true);
+    let acs = p["endpoints"]["acs_url"].as_str().unwrap();
+    assert!(acs.ends_with(&format!("/saml/{pid}/acs")), "{acs}");
+    assert_eq!(
+        p["endpoints"]["sp_entity_id"],
+        p["endpoints"]["metadata_url"]
+    );
+    // Our SP metadata names the ACS and carries our certificate.
+    let md = app
+        .client
+        .get(app.url(&format!("/saml/{pid}/metadata")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(md.status(), StatusCode::OK);
+    let md = md.text().await.unwrap();
+    assert!(md.contains(acs), "{md}");
+    assert!(md.contains("X509Certificate"), "{md}");
+
+    // Creating an enabled provider allowed its login method.
+    assert!(
+        orgs::login_method_allowed(id, org.org_id, "saml")
+            .await
+            .unwrap()
+    );
+
+    // No certificate: refused, with nothing stored.
+    let (s, e) = call(
+        &app,
+        &key,
+        Method::POST,
+        &base,
+        Some(json!({"type": "saml", "name": "No cert", "config": {
+            "entity_id": "https://x.example.com", "sso_url": "https://x.example.com/sso",
+            "certificates": []}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["detail"].as_str().unwrap().contains("certificate"), "{e}");
+    let (_, e) = call(
+        &app,
+        &key,
+        Method::POST,
+        &base,
+        Some(json!({"type": "saml", "name": "Typo", "config": {
+            "entity_id": "https://x.example.com", "sso_url": "https://x.example.com/sso",
+            "certificates": [testdata("idp.crt.pem")], "trust_emails": true}})),
+    )
+    .await;
+    assert!(e["detail"].as_str().unwrap().contains("trust_emails"), "{e}");
+    let (_, e) = call(
+        &app,
+        &key,
+        Method::POST,
+        &base,
+        Some(json!({"type": "saml", "name": "Bad role", "config": {
+            "entity_id": "https://x.example.com", "sso_url": "https://x.example.com/sso",
+            "certificates": [testdata("idp.crt.pem")], "default_role": "nope"}})),
+    )
+    .await;
+    assert!(e["detail"].as_str().unwrap().contains("nope"), "{e}");
+
+    // OIDC: the secret is write-only and stored encrypted.
+    let (s, o) = call(
+        &app,
+        &key,
+        Method::POST,
+        &base,
+        Some(json!({"type": "oidc", "name": "Entra", "client_secret": "s3cr3t-value",
+            "config": {"issuer": "https://login.example.com", "client_id": "lintel"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{o}");
+    assert_eq!(o["client_secret_set"], true);
+    assert!(!o.to_string().contains("s3cr3t-value"));
+    let oid = o["provider_id"].as_str().unwrap();
+    assert!(
+        o["endpoints"]["redirect_uri"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/sso/oidc/{oid}/callback"))
+    );
+    let mut c = id.db.conn().await.unwrap();
+    let row = lintel::store::federation::get_provider(&mut c, oid.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    drop(c);
+    let stored = row.secret.unwrap();
+    assert!(!stored.contains("s3cr3t-value"));
+    assert_eq!(id.data_key.decrypt(&stored).unwrap(), b"s3cr3t-value");
+
+    // List, get; another org's path is a 404.
+    let (s, list) = call(&app, &key, Method::GET, &base, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+    let (s, _) = call(
+        &app,
+        &key,
+        Method::GET,
+        &format!("/orgs/{}/identity-providers/{pid}", other.org_id),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(
+        &app,
+        &key,
+        Method::DELETE,
+        &format!("/orgs/{}/identity-providers/{pid}", other.org_id),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Update: disable, rename; a config without a certificate is refused and changes nothing.
+    let (s, u) = call(
+        &app,
+        &key,
+        Method::PATCH,
+        &format!("{base}/{pid}"),
+        Some(json!({"enabled": false, "name": "Okta (old)"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    assert_eq!(u["enabled"], false);
+    let (s, _) = call(
+        &app,
+        &key,
+        Method::PATCH,
+        &format!("{base}/{pid}"),
+        Some(json!({"enabled": true, "config": {"entity_id": "e", "sso_url": "https://x.example.com",
+            "certificates": []}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, g) = call(&app, &key, Method::GET, &format!("{base}/{pid}"), None).await;
+    assert_eq!(g["enabled"], false);
+    assert_eq!(g["config"]["entity_id"], "https://idp.example.com/entity");
+
+    // Audit rows for each change.
+    let logs = lintel::identity::audit::list(
+        id,
+        &lintel::store::audit::Filter {
+            org_id: Some(org.org_id),
+            ..Default::default()
+        },
+        None,
+        100,
+    )
+    .await
+    .unwrap();
+    let actions: Vec<&str> = logs.iter().map(|l| l.action.as_str()).collect();
+    assert!(actions.contains(&"identity_provider.created"), "{actions:?}");
+    assert!(actions.contains(&"identity_provider.updated"), "{actions:?}");
+
+    let (s, _) = call(&app, &key, Method::DELETE, &format!("{base}/{pid}"), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = call(&app, &key, Method::GET, &format!("{base}/{pid}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let md = app
+        .client
+        .get(app.url(&format!("/saml/{pid}/metadata")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(md.status(), StatusCode::NOT_FOUND);
+    app.finish().await;
+}
+
+fn run(db: &TestDb, args: &[&str]) -> (i32, String, String) {
+    let env = [
+        ("LINTEL_DATABASE_URL", db.url.as_str()),
+        ("LINTEL_KEYS_DIR", "keys"),
+    ];
+    lintel(db.dir.path(), args, &env, None)
+}
+
+async fn cli_imports_saml_metadata(db: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idp.xml");
+    std::fs::write(
+        &path,
+        idp_metadata(
+            "https://idp.cli.example/entity",
+            "https://idp.cli.example/sso",
+            &testdata("idp.crt.pem"),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(&db, &["org", "create", "--name", "Cli Idp"]);
+    assert_eq!(code, 0, "{err}");
+    let org: Value = serde_json::from_str(out.trim()).unwrap();
+    let slug = org["url_safe_org_name"].as_str().unwrap();
+    let (code, out, err) = run(
+        &db,
+        &[
+            "idp",
+            "create",
+            "--org",
+            slug,
+            "--saml-metadata",
+            path.to_str().unwrap(),
+            "--config",
+            r#"{"allow_idp_initiated": true}"#,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let p: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(p["type"], "saml");
+    assert_eq!(p["config"]["entity_id"], "https://idp.cli.example/entity");
+    assert_eq!(p["config"]["allow_idp_initiated"], true);
+    assert_eq!(p["config"]["certificates"].as_array().unwrap().len(), 1);
+    assert!(p["endpoints"]["acs_url"].as_str().unwrap().contains("/acs"));
+    // A metadata file without a certificate: exit 1, nothing created.
+    std::fs::write(
+        &path,
+        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="x"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol"><md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://x.example/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#,
+    )
+    .unwrap();
+    let (code, _, err) = run(
+        &db,
+        &["idp", "create", "--org", slug, "--saml-metadata", path.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    let (code, out, _) = run(&db, &["idp", "list", "--org", slug]);
+    assert_eq!(code, 0);
+    let list: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    db.drop_database().await;
+}
