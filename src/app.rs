@@ -20,8 +20,8 @@ pub enum StartupError {
     Database { url: String, message: String },
     #[error("keys: {0}")]
     Keys(#[from] keys::KeyError),
-    #[error("keys: {0}")]
-    SpKey(String),
+    #[error("federation: {0}")]
+    Federation(String),
     #[error("bind {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -149,7 +149,7 @@ impl App {
                 message: format!("rate-limit defaults: {e}"),
             })?;
         let sp_key = crate::saml::sp_key::SpKey::load_or_generate(&config.keys_dir).map_err(
-            |e| StartupError::SpKey(format!("SAML SP key in {}: {e}", config.keys_dir.display())),
+            |e| StartupError::Federation(format!("SAML SP key in {}: {e}", config.keys_dir.display())),
         )?;
         let oidc = Arc::new(crate::oidc::Provider::new(&config));
         let federation = Arc::new(crate::federation::flow::Federation {
@@ -157,7 +157,8 @@ impl App {
             sp_key: Arc::new(sp_key),
             upstream: crate::federation::oidc_upstream::Upstream::new(
                 std::time::Duration::from_secs(10),
-            ),
+            )
+            .map_err(|e| StartupError::Federation(format!("upstream OIDC client: {e}")))?,
         });
         Ok(App {
             state: AppState {

@@ -934,11 +934,11 @@ async fn idp_admin(
             print(view(&p));
         }
         IdpCommand::Enable {
-            org,
+            ref org,
             id: provider_id,
         }
         | IdpCommand::Disable {
-            org,
+            ref org,
             id: provider_id,
         } => {
             let enabled = matches!(cmd, IdpCommand::Enable { .. });

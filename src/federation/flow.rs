@@ -4,7 +4,7 @@
 use super::FederationError;
 use super::jit::{self, Provisioned};
 use super::mapping::{self, Asserted, JitSettings};
-use super::oidc_upstream::{Upstream, UpstreamConfig};
+use super::oidc_upstream::Upstream;
 use super::providers::{self, ProtocolConfig};
 use crate::identity::login::LoginContext;
 use crate::identity::sessions::{hash_token, new_token};
@@ -42,12 +42,27 @@ impl Federation {
         providers::oidc_redirect_uri(&self.base_url, provider_id)
     }
 
-    /// Our SP settings for a provider: entity ID = its metadata URL.
-    pub fn sp(&self, provider_id: Uuid) -> SpConfig<'_> {
-        SpConfig {
+    /// Our SP URLs for a provider: entity ID = its metadata URL.
+    pub fn sp_urls(&self, provider_id: Uuid) -> SpUrls {
+        SpUrls {
             entity_id: self.metadata_url(provider_id),
             acs_url: self.acs_url(provider_id),
-            key: Some(&self.sp_key),
+        }
+    }
+}
+
+/// Our entity ID and ACS URL for one provider.
+pub struct SpUrls {
+    pub entity_id: String,
+    pub acs_url: String,
+}
+
+impl SpUrls {
+    pub fn config<'a>(&'a self, fed: &'a Federation) -> SpConfig<'a> {
+        SpConfig {
+            entity_id: &self.entity_id,
+            acs_url: &self.acs_url,
+            key: Some(&fed.sp_key),
         }
     }
 }
@@ -113,6 +128,7 @@ pub async fn start(
     id: &Identity,
     provider_id: Uuid,
     auth: &str,
+    login_hint: Option<&str>,
     browser: &Browser,
 ) -> Result<Started, FederationError> {
     let (p, protocol, _) = enabled_provider(id, provider_id).await?;
@@ -139,7 +155,7 @@ pub async fn start(
         ProtocolConfig::Saml(idp) => {
             row.request_id = crate::saml::authn_request::new_request_id();
             crate::saml::authn_request::redirect_url(
-                &fed.sp(provider_id),
+                &fed.sp_urls(provider_id).config(fed),
                 &idp,
                 &row.request_id,
                 &row.request_id,
@@ -149,7 +165,7 @@ pub async fn start(
         ProtocolConfig::Oidc(cfg) => {
             let s = fed
                 .upstream
-                .start(&cfg, &fed.oidc_redirect_uri(provider_id), now)
+                .start(&cfg, &fed.oidc_redirect_uri(provider_id), login_hint, now)
                 .await?;
             row.request_id = s.state;
             row.nonce = Some(s.nonce);
@@ -227,7 +243,8 @@ async fn acs_checked(
         Some(r) => Expect::InResponseTo(&r.request_id),
         None => Expect::Unsolicited,
     };
-    let a = response::validate(saml_response, idp, &fed.sp(p.provider_id), expect, now)?;
+    let urls = fed.sp_urls(p.provider_id);
+    let a = response::validate(saml_response, idp, &urls.config(fed), expect, now)?;
     let asserted = Asserted {
         subject: a.name_id.clone(),
         attributes: a.attributes.clone(),
@@ -461,8 +478,6 @@ pub async fn sp_metadata(
         .map_err(IdentityError::from)?
         .filter(|p| p.kind == "saml")
         .ok_or(FederationError::UnknownProvider)?;
-    Ok(crate::saml::metadata::sp_metadata(
-        &fed.sp(p.provider_id),
-        id.clock.now(),
-    ))
+    let urls = fed.sp_urls(p.provider_id);
+    Ok(crate::saml::metadata::sp_metadata(&urls.config(fed)))
 }

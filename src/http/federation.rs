@@ -95,9 +95,19 @@ pub(super) async fn begin(
     ci: &Option<ConnectInfo<SocketAddr>>,
     provider_id: Uuid,
     auth: &str,
+    login_hint: Option<&str>,
 ) -> Response {
     let b = browser(headers, ci);
-    match flow::start(&state.federation, &state.identity, provider_id, auth, &b).await {
+    match flow::start(
+        &state.federation,
+        &state.identity,
+        provider_id,
+        auth,
+        login_hint,
+        &b,
+    )
+    .await
+    {
         Ok(s) => {
             let mut resp = redirect(&s.location);
             set_cookie(
@@ -128,7 +138,7 @@ async fn start(
     };
     let params = form(q.unwrap_or_default().as_bytes());
     let auth = field(&params, "auth").unwrap_or("").to_string();
-    begin(&state, &headers, &Some(ci), provider_id, &auth).await
+    begin(&state, &headers, &Some(ci), provider_id, &auth, None).await
 }
 
 /// `GET /sso/{org_slug}`: the org's SSO directly.
@@ -143,7 +153,15 @@ async fn sso_org(
     let auth = field(&params, "auth").unwrap_or("").to_string();
     match crate::federation::home_realm::for_slug(&state.identity, &slug).await {
         Ok(Some(realm)) => {
-            begin(&state, &headers, &Some(ci), realm.provider.provider_id, &auth).await
+            begin(
+                &state,
+                &headers,
+                &Some(ci),
+                realm.provider.provider_id,
+                &auth,
+                None,
+            )
+            .await
         }
         Ok(None) => error_page(
             StatusCode::NOT_FOUND,

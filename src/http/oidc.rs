@@ -392,6 +392,7 @@ async fn authorize(
                     &ci,
                     realm.provider.provider_id,
                     &serialize(&params),
+                    field(&params, "login_hint"),
                 )
                 .await;
             }
@@ -624,6 +625,7 @@ async fn login(
                 &ci,
                 realm.provider.provider_id,
                 &auth,
+                Some(&email),
             )
             .await;
         }

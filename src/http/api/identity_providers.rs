@@ -115,7 +115,7 @@ pub async fn list_identity_providers(
 ) -> Result<axum::Json<Page<IdentityProviderDto>>, ApiError> {
     let (after, limit) = q.parts()?;
     authorize_org(&caller.id, &caller.principal, org_id, perm::ORG_READ).await?;
-    let rows = providers::list(&caller.id, org_id, after, limit + 1).await?;
+    let rows = providers::list(&caller.id, org_id, after, i64::from(limit) + 1).await?;
     Ok(axum::Json(Page::from_rows(
         rows,
         limit,
