@@ -65,7 +65,7 @@ def sp_metadata():
         assert r.status_code == 200, (md, r.status_code)
         assert "SPSSODescriptor" in r.text
         idp.add_sp_metadata(r.text)
-    ent = idp_a.server.metadata.entity[SPID_A]
+    ent = idp_a.server.metadata[SPID_A]
     acs = ent["spsso_descriptor"][0]["assertion_consumer_service"]
     assert [(a["location"], a["binding"]) for a in acs] == [
         (ACS_A, "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST")], acs
