@@ -15,9 +15,12 @@ Env: LINTEL, ADMIN_KEY, WORK (dir with the keys, provider JSON files from `linte
 and the IdP settings written by saml.sh), VICTIM_EMAIL (a password user of Acme).
 """
 import copy
+import html
 import json
 import os
+import re
 import sys
+import urllib.parse
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -109,18 +112,24 @@ def assert_signed_in(browser, resp, email):
     assert who == email, f"/account shows {who!r}, expected {email}"
 
 
-def assert_rejected(browser, resp, at_acs=True):
+def assert_rejected(browser, resp, at_acs=True, reasons=None):
     """No session: the ACS (or, when at_acs is False, the page it leads to) answers 4xx with
-    an error page, no lintel_session cookie, /account not reachable."""
+    an error page naming the reason's category (one of `reasons` when given), no
+    lintel_session cookie, /account not reachable."""
     final, url = (resp, resp.url) if at_acs else browser.follow(resp)
     assert 400 <= final.status_code < 500, f"{url} answered {final.status_code}: {final.text[:300]}"
     assert final.status_code != 429, "rate limited: the response itself was not judged"
     assert "text/html" in final.headers.get("content-type", ""), final.headers.get("content-type")
+    m = re.search(r"Single sign-on failed \(([^)]*)\)", html.unescape(final.text))
+    reason = m.group(1) if m else None
+    print(f"     {final.status_code} at {urllib.parse.urlsplit(url).path}: {reason}")
+    if reasons:
+        assert reason and any(r in reason for r in reasons), f"reason {reason!r}, expected one of {reasons}"
     assert not browser.has_cookie("lintel_session"), "a session cookie was set"
     assert browser.signed_in_as() is None, "/account answers 200"
 
 
-def sp_login(u, idp=None, edit=None, at_acs=True, expect_ok=True, **kw):
+def sp_login(u, idp=None, edit=None, at_acs=True, expect_ok=True, reasons=None, **kw):
     """One SP-initiated login at provider A in a fresh browser; `edit(xml, req) -> xml`."""
     idp = idp or idp_a
     b = Browser(BASE)
@@ -132,7 +141,7 @@ def sp_login(u, idp=None, edit=None, at_acs=True, expect_ok=True, **kw):
     if expect_ok:
         assert_signed_in(b, resp, u["email"])
     else:
-        assert_rejected(b, resp, at_acs)
+        assert_rejected(b, resp, at_acs, reasons)
     return b, xml, relay
 
 
@@ -206,7 +215,7 @@ T.check("(b) IdP-initiated, allowed by provider B: signed in; JIT member", b_idp
 def b_idp_initiated_replay():
     assert "xml" in captured, "no accepted IdP-initiated response to replay"
     b = Browser(BASE)
-    assert_rejected(b, post_acs(b, ACS_B, captured["xml"], None))
+    assert_rejected(b, post_acs(b, ACS_B, captured["xml"], None), reasons=["already used"])
 
 
 T.check("(b) IdP-initiated replay of the same POST: rejected", b_idp_initiated_replay)
@@ -215,7 +224,7 @@ T.check("(b) IdP-initiated replay of the same POST: rejected", b_idp_initiated_r
 def b_idp_initiated_off():
     b = Browser(BASE)
     xml = unsolicited(idp_a, user("ivy"), ACS_A, SPID_A)
-    assert_rejected(b, post_acs(b, ACS_A, xml, None))
+    assert_rejected(b, post_acs(b, ACS_A, xml, None), reasons=["unsolicited"])
     assert api.member_by_email(SETUP["a"]["org_id"], "ivy@acme.test")[0] is None, "JIT happened"
 
 
@@ -227,27 +236,38 @@ VICTIM = E.get("VICTIM_EMAIL", "victim@acme.test")
 
 
 R = V.resigned
+SIG = ["signature"]
+# An answer to a request this browser did not make, or made and already used.
+CORR = ["request correlation", "started in another browser", "already used"]
+XSW = ["signature", "multiple assertions", "malformed response"]
+AUD = "https://sp.other.test/metadata"
 rejects = [
-    ("signed by another key (same IdP entity ID)", dict(idp=evil_a)),
+    ("signed by another key (same IdP entity ID)", dict(idp=evil_a, reasons=SIG)),
     ("NameID and mail edited after signing (to an existing user)",
-     dict(edit=V.unsigned_edit(V.to_user(VICTIM)))),
-    ("groups edited after signing (acme-admins added)", dict(edit=V.unsigned_edit(V.add_group("acme-admins")))),
-    ("unsigned Response and Assertion", dict(sign_response=False, sign_assertion=False)),
-    ("wrong Audience", dict(edit=R(idp_a, V.set_text(".//saml:Audience", "https://sp.other.test/metadata")))),
-    ("wrong Response Destination", dict(edit=R(idp_a, V.set_attr(".", "Destination", ACS_B)))),
+     dict(edit=V.unsigned_edit(V.to_user(VICTIM)), reasons=SIG)),
+    ("groups edited after signing (acme-admins added)",
+     dict(edit=V.unsigned_edit(V.add_group("acme-admins")), reasons=SIG)),
+    ("unsigned Response and Assertion", dict(sign_response=False, sign_assertion=False, reasons=SIG)),
+    ("wrong Audience", dict(edit=R(idp_a, V.set_text(".//saml:Audience", AUD)), reasons=["audience"])),
+    ("wrong Response Destination",
+     dict(edit=R(idp_a, V.set_attr(".", "Destination", ACS_B)), reasons=["destination"])),
     ("wrong SubjectConfirmationData Recipient",
-     dict(edit=R(idp_a, V.set_attr(".//saml:SubjectConfirmationData", "Recipient", ACS_B)))),
-    ("wrong Issuer (right key)", dict(edit=R(idp_a, V.issuer("https://idp.other.test/saml")))),
-    ("expired (NotOnOrAfter 15 min ago)", dict(edit=R(idp_a, V.expired))),
-    ("not yet valid (NotBefore in 15 min)", dict(edit=R(idp_a, V.not_yet_valid))),
-    ("InResponseTo unknown", dict(edit=R(idp_a, V.in_response_to("_" + uuid.uuid4().hex)))),
-    ("two assertions (second for another user, both signed)", dict(edit=V.two_assertions(idp_a, VICTIM))),
-    ("DOCTYPE with an entity", dict(edit=V.doctype)),
+     dict(edit=R(idp_a, V.set_attr(".//saml:SubjectConfirmationData", "Recipient", ACS_B)),
+          reasons=["recipient", "subject confirmation"])),
+    ("wrong Issuer (right key)",
+     dict(edit=R(idp_a, V.issuer("https://idp.other.test/saml")), reasons=["issuer"])),
+    ("expired (NotOnOrAfter 15 min ago)",
+     dict(edit=R(idp_a, V.expired), reasons=["validity period", "subject confirmation"])),
+    ("not yet valid (NotBefore in 15 min)", dict(edit=R(idp_a, V.not_yet_valid), reasons=["validity period"])),
+    ("InResponseTo unknown", dict(edit=R(idp_a, V.in_response_to("_" + uuid.uuid4().hex)), reasons=CORR)),
+    ("two assertions (second for another user, both signed)",
+     dict(edit=V.two_assertions(idp_a, VICTIM), reasons=["multiple assertions"])),
+    ("DOCTYPE with an entity", dict(edit=V.doctype, reasons=["document type declaration"])),
 ]
-rejects += [(f"XSW{k} (signed Response wrapped)", dict(edit=V.xsw_response(k, VICTIM), sign_assertion=False))
-            for k in (1, 2)]
-rejects += [(f"XSW{k} (signed Assertion wrapped)", dict(edit=V.xsw_assertion(k, VICTIM), sign_response=False))
-            for k in range(3, 9)]
+rejects += [(f"XSW{k} (signed Response wrapped)",
+             dict(edit=V.xsw_response(k, VICTIM), sign_assertion=False, reasons=XSW)) for k in (1, 2)]
+rejects += [(f"XSW{k} (signed Assertion wrapped)",
+             dict(edit=V.xsw_assertion(k, VICTIM), sign_response=False, reasons=XSW)) for k in range(3, 9)]
 for label, kw in rejects:
     T.check(f"(c) rejected: {label}", sp_login, MALLORY, expect_ok=False, **kw)
 
@@ -259,7 +279,7 @@ def replay_sp_initiated():
     for c in b.s.cookies:
         if c.name != "lintel_session":
             thief.s.cookies.set_cookie(copy.copy(c))
-    assert_rejected(thief, post_acs(thief, ACS_A, xml, relay), at_acs=False)
+    assert_rejected(thief, post_acs(thief, ACS_A, xml, relay), at_acs=False, reasons=CORR)
     # And the same browser again.
     resp = post_acs(b, ACS_A, xml, relay)
     assert 400 <= resp.status_code < 500, f"replay in the same browser answered {resp.status_code}"
@@ -276,7 +296,7 @@ def other_request():
     r2, relay2 = start(b2, LOGIN_A, idp_a, ACS_A, SPID_A)
     assert r1.id != r2.id
     xml = idp_a.response_xml(MALLORY, r1.id, ACS_A, SPID_A)
-    assert_rejected(b2, post_acs(b2, ACS_A, xml, relay2), at_acs=False)
+    assert_rejected(b2, post_acs(b2, ACS_A, xml, relay2), at_acs=False, reasons=CORR)
 
 
 T.check("(c) rejected: InResponseTo of another browser's request", other_request)
@@ -288,7 +308,7 @@ def same_browser_older_request():
     r1, _ = start(b, LOGIN_A, idp_a, ACS_A, SPID_A)
     r2, relay2 = start(b, LOGIN_A, idp_a, ACS_A, SPID_A)
     xml = idp_a.response_xml(MALLORY, r1.id, ACS_A, SPID_A)
-    assert_rejected(b, post_acs(b, ACS_A, xml, relay2), at_acs=False)
+    assert_rejected(b, post_acs(b, ACS_A, xml, relay2), at_acs=False, reasons=CORR)
 
 
 T.check("(c) rejected: InResponseTo of the same browser's other request", same_browser_older_request)
@@ -300,7 +320,7 @@ def login_csrf():
     b1, b2 = Browser(BASE), Browser(BASE)
     r1, relay1 = start(b1, LOGIN_A, idp_a, ACS_A, SPID_A)
     xml = idp_a.response_xml(MALLORY, r1.id, ACS_A, SPID_A)
-    assert_rejected(b2, post_acs(b2, ACS_A, xml, relay1), at_acs=False)
+    assert_rejected(b2, post_acs(b2, ACS_A, xml, relay1), at_acs=False, reasons=CORR)
 
 
 T.check("(c) rejected: a response for another browser's request (login CSRF)", login_csrf)
@@ -319,6 +339,7 @@ def comment_injection():
         who = b.signed_in_as()
         assert who != VICTIM, "signed in as the victim: NameID truncated at the comment"
         assert who in (None, whole), who
+        print(f"     signed in as {who!r} (the whole NameID)")
     else:
         assert_rejected(b, resp)
 
