@@ -79,18 +79,49 @@ INITECH_ID=$(run org create --name Initech --slug initech | field org_id)
 ADMIN_KEY=$(run api-key create --admin --description oidc-upstream-conformance | field key)
 UP_CLIENT_ID="lintel-conformance"
 UP_CLIENT_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
-config="{\"issuer\": \"${upstream}\", \"client_id\": \"${UP_CLIENT_ID}\",
-  \"scopes\": [\"openid\", \"email\", \"profile\", \"groups\"],
-  \"group_roles\": {\"umbrella-admins\": \"admin\"}, \"default_role\": \"member\"}"
-run idp create --org umbrella --type oidc --name "Umbrella OP" --config "$config" \
-  --client-secret "$UP_CLIENT_SECRET" >"${work}/provider-good.json"
-# Initech: the same upstream client, but a secret the upstream never issued.
-run idp create --org initech --type oidc --name "Initech OP (wrong secret)" --config "$config" \
-  --client-secret "not-the-secret" >"${work}/provider-bad-secret.json"
 cat >"${work}/setup.json" <<EOF
 {"good": {"org_id": "${UMBRELLA_ID}"}, "bad": {"org_id": "${INITECH_ID}"}}
 EOF
 echo '{}' >"${work}/accounts.json"
+
+step "lintel serve on ${issuer}"
+run serve >"${work}/server.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 100); do
+  if curl -fsS "${issuer}/readyz" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "FAIL: the server exited:" >&2
+    cat "${work}/server.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+curl -fsS "${issuer}/readyz" >/dev/null
+
+step "identity providers (management API)"
+# `lintel idp create --config JSON` panics in clap (its --config clashes with the global
+# --config PATH), so the providers are made through POST /api/v1/orgs/{org}/identity-providers,
+# which prints the same object (provider + endpoints).
+idp_create() { # ORG_ID OUT_FILE NAME CLIENT_SECRET
+  python3 - "${issuer}/api/v1/orgs/$1/identity-providers" "$ADMIN_KEY" "$2" "$3" "$4" \
+    "$upstream" "$UP_CLIENT_ID" <<'PY'
+import json, sys, urllib.request, urllib.error
+url, key, out, name, secret, upstream, client_id = sys.argv[1:]
+body = {"type": "oidc", "name": name, "client_secret": secret, "config": {
+    "issuer": upstream, "client_id": client_id, "scopes": ["openid", "email", "profile", "groups"],
+    "group_roles": {"umbrella-admins": "admin"}, "default_role": "member"}}
+req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
+    "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=30) as r:
+        open(out, "w").write(r.read().decode())
+except urllib.error.HTTPError as e:
+    sys.exit(f"FAIL: creating an identity provider: {e.code} {e.read().decode()[:500]}")
+PY
+}
+idp_create "$UMBRELLA_ID" "${work}/provider-good.json" "Umbrella OP" "$UP_CLIENT_SECRET"
+# Initech: the same upstream client, but a secret the upstream never issued.
+idp_create "$INITECH_ID" "${work}/provider-bad-secret.json" "Initech OP (wrong secret)" "not-the-secret"
 
 step "oidc-provider on ${upstream}"
 (cd "$node_dir" && exec env PORT="$op_port" CLIENT_ID="$UP_CLIENT_ID" CLIENT_SECRET="$UP_CLIENT_SECRET" \
@@ -98,22 +129,15 @@ step "oidc-provider on ${upstream}"
   ACCOUNTS="${work}/accounts.json" node idp.mjs) >"${work}/op.log" 2>&1 &
 op_pid=$!
 
-step "lintel serve on ${issuer}"
-run serve >"${work}/server.log" 2>&1 &
-server_pid=$!
 for _ in $(seq 1 100); do
-  if curl -fsS "${issuer}/readyz" >/dev/null 2>&1 \
-    && curl -fsS "${upstream}/.well-known/openid-configuration" >/dev/null 2>&1; then break; fi
-  for p in "$server_pid" "$op_pid"; do
-    if ! kill -0 "$p" 2>/dev/null; then
-      echo "FAIL: a server exited:" >&2
-      cat "${work}/server.log" "${work}/op.log" >&2
-      exit 1
-    fi
-  done
+  if curl -fsS "${upstream}/.well-known/openid-configuration" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$op_pid" 2>/dev/null; then
+    echo "FAIL: oidc-provider exited:" >&2
+    cat "${work}/op.log" >&2
+    exit 1
+  fi
   sleep 0.1
 done
-curl -fsS "${issuer}/readyz" >/dev/null
 curl -fsS "${upstream}/.well-known/openid-configuration" >/dev/null
 
 status=0

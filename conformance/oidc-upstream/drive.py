@@ -11,8 +11,10 @@ corporate OpenID Provider of org Umbrella; `requests` is the browser.
 Env: LINTEL, ADMIN_KEY, WORK (provider JSON files and setup.json from oidc-upstream.sh),
 ACCOUNTS (the JSON file idp.mjs reads), UPSTREAM (the oidc-provider issuer).
 """
+import html
 import json
 import os
+import re
 import sys
 import urllib.parse
 
@@ -65,7 +67,7 @@ def upstream_login(b, provider, login):
     assert len(q.get("state", "")) >= 16 and len(q.get("nonce", "")) >= 16, q
     assert "openid" in q.get("scope", "").split(), q
     resp = b.get(auth)
-    for _ in range(6):
+    for _ in range(20):
         if resp.status_code in (302, 303) and resp.headers["location"].startswith(e["redirect_uri"]):
             cb = resp.headers["location"]
             return b.get(cb), cb, q
@@ -91,15 +93,22 @@ def assert_signed_in(b, resp, email):
     assert who == email, f"/account shows {who!r}, expected {email}"
 
 
-def assert_no_session(b, resp):
+def assert_no_session(b, resp, reasons):
+    """An error page naming one of `reasons` (its category), no session."""
     final, url = b.follow(resp)
-    assert 400 <= final.status_code < 600, f"{url} answered {final.status_code}: {final.text[:300]}"
+    assert 400 <= final.status_code < 500, f"{url} answered {final.status_code}: {final.text[:300]}"
     assert final.status_code != 429, "rate limited: the callback itself was not judged"
     assert "text/html" in final.headers.get("content-type", ""), final.headers.get("content-type")
+    m = re.search(r"Single sign-on failed \(([^)]*)\)", html.unescape(final.text))
+    reason = m.group(1) if m else None
+    print(f"     {final.status_code} at {urllib.parse.urlsplit(url).path}: {reason}")
+    assert reason and any(r in reason for r in reasons), f"reason {reason!r}, expected one of {reasons}"
     assert not b.has_cookie("lintel_session"), "a session cookie was set"
     assert b.signed_in_as() is None, "/account answers 200"
 
 
+# A callback this browser did not start, or already used.
+CORR = ["started in another browser", "already used"]
 CAROL = dict(email="carol@umbrella.test", given_name="Carol", family_name="Danvers",
              groups=["staff", "umbrella-admins"])
 saved = {}
@@ -110,6 +119,7 @@ def first_login():
     b = Browser(BASE)
     resp, cb, _ = upstream_login(b, GOOD, "carol")
     saved["callback"] = cb
+    saved["cookies"] = [c for c in b.s.cookies if c.name != "lintel_session"]
     assert_signed_in(b, resp, CAROL["email"])
     u, m = api.member_by_email(ORG, CAROL["email"])
     assert u is not None, "no JIT member"
@@ -124,7 +134,13 @@ T.check("login through oidc-provider: signed in; JIT user with names and the gro
 def callback_replay():
     assert "callback" in saved, "no first login"
     b = Browser(BASE)
-    assert_no_session(b, b.get(saved["callback"]))
+    assert_no_session(b, b.get(saved["callback"]), CORR)
+    # With the first browser's lintel_sso cookie too (a thief who took both).
+    thief = Browser(BASE)
+    for c in saved["cookies"]:
+        thief.s.cookies.set_cookie(c)
+    assert thief.has_cookie("lintel_sso"), "the first login left no lintel_sso cookie"
+    assert_no_session(thief, thief.get(saved["callback"]), CORR)
 
 
 T.check("the same callback URL again (code and state used): no session", callback_replay)
@@ -161,7 +177,7 @@ def forged_state():
     e = GOOD["endpoints"]
     r = b.get(e["login_url"])
     assert r.status_code in (302, 303)
-    assert_no_session(b, b.get(e["redirect_uri"] + "?code=forged&state=forged"))
+    assert_no_session(b, b.get(e["redirect_uri"] + "?code=forged&state=forged"), CORR)
 
 
 T.check("a callback with a state Lintel never issued: no session", forged_state)
@@ -172,7 +188,7 @@ def wrong_secret():
     set_account("eve", **eve)
     b = Browser(BASE)
     resp, _, _ = upstream_login(b, BAD, "eve")
-    assert_no_session(b, resp)
+    assert_no_session(b, resp, ["token_endpoint"])
     assert api.member_by_email(SETUP["bad"]["org_id"], eve["email"])[0] is None, "JIT happened"
 
 

@@ -84,6 +84,7 @@ def end_to_end():
     role = claims.get("role", info.get("role"))
     assert role == "admin", f"role claim {role!r}"
     amr = claims.get("amr")
+    assert amr and "saml" in amr, f"amr {amr!r} does not record the SAML login"
     print(f"  ID token: sub={claims['sub']} org={claims.get('org_slug')} role={role} amr={amr}")
 
 
