@@ -4,7 +4,7 @@
 //!
 //! Protocol only: pending requests, provisioning and HTTP endpoints live elsewhere. The
 //! `openidconnect` crate builds the requests and verifies tokens; it talks HTTP through our
-//! reqwest client ([`Http`]). Discovery documents and JWK Sets are cached per issuer.
+//! reqwest client (`Http`). Discovery documents and JWK Sets are cached per issuer.
 //! Secrets (client secret, tokens, codes, the PKCE verifier) never appear in errors or logs.
 use chrono::{DateTime, Utc};
 use openidconnect::core::{
@@ -254,15 +254,15 @@ impl AdditionalClaims for OtherClaims {}
 /// Our reqwest client as the `openidconnect` HTTP client: no redirects (an IdP that
 /// redirects its endpoints is refused rather than followed), a timeout, a body size limit.
 #[derive(Clone)]
-pub struct Http(reqwest::Client);
+struct Http(reqwest::Client);
 
 /// A transport failure of [`Http`].
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct HttpError(String);
+struct HttpError(String);
 
 impl Http {
-    pub fn new(timeout: Duration) -> Result<Self, UpstreamError> {
+    fn new(timeout: Duration) -> Result<Self, UpstreamError> {
         reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -535,11 +535,12 @@ impl Upstream {
     }
 
     /// Fetches the JWK Set again after an unknown `kid`, unless that was done for this
-    /// issuer less than [`JWKS_REFETCH_INTERVAL`] ago. `None` when suppressed.
+    /// issuer less than [`JWKS_REFETCH_INTERVAL`] ago. When suppressed: the cached metadata
+    /// if another request has refreshed it since `metadata` was read, else `None`.
     async fn refetch_jwks(
         &self,
         cfg: &UpstreamConfig,
-        metadata: &CoreProviderMetadata,
+        metadata: &Arc<CoreProviderMetadata>,
         now: DateTime<Utc>,
     ) -> Result<Option<Arc<CoreProviderMetadata>>, UpstreamError> {
         {
@@ -550,7 +551,8 @@ impl Upstream {
             if c.jwks_refetched_at
                 .is_some_and(|t| now.signed_duration_since(t) < JWKS_REFETCH_INTERVAL)
             {
-                return Ok(None);
+                let newer = !Arc::ptr_eq(&c.metadata, metadata);
+                return Ok(newer.then(|| Arc::clone(&c.metadata)));
             }
             // Claimed before fetching, so concurrent requests do not fetch too.
             c.jwks_refetched_at = Some(now);
@@ -558,7 +560,7 @@ impl Upstream {
         let jwks = JsonWebKeySet::fetch_async(metadata.jwks_uri(), &self.http)
             .await
             .map_err(discovery_error)?;
-        let fresh = Arc::new(metadata.clone().set_jwks(jwks));
+        let fresh = Arc::new((**metadata).clone().set_jwks(jwks));
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cache.get_mut(&cfg.issuer) {
             c.metadata = Arc::clone(&fresh);
@@ -764,6 +766,9 @@ fn verify_once(
         Err(ClaimsVerificationError::SignatureVerification(
             SignatureVerificationError::NoMatchingKey,
         )) => return Ok(Verified::UnknownKey),
+        Err(ClaimsVerificationError::SignatureVerification(e)) => {
+            return Err(UpstreamError::IdToken(format!("signature: {e}")));
+        }
         Err(e) => return Err(UpstreamError::IdToken(e.to_string())),
     }
     let claims = payload(id_token)?;
@@ -786,6 +791,199 @@ mod tests {
 
     fn cfg() -> UpstreamConfig {
         UpstreamConfig::new("https://idp.example.com", "lintel")
+    }
+
+    /// An ES256 provider: its metadata (with JWK Set) and a signer for its key `k1`.
+    struct Op {
+        metadata: CoreProviderMetadata,
+        signer: Box<dyn josekit::jws::JwsSigner>,
+    }
+
+    const ISS: &str = "https://idp.example.com";
+
+    fn op() -> Op {
+        use josekit::jws::ES256;
+        let pair = ES256.generate_key_pair().unwrap();
+        let mut public = pair.to_jwk_public_key();
+        public.set_key_id("k1");
+        let metadata: CoreProviderMetadata = serde_json::from_value(json!({
+            "issuer": ISS,
+            "authorization_endpoint": "https://idp.example.com/authorize",
+            "token_endpoint": "https://idp.example.com/token",
+            "jwks_uri": "https://idp.example.com/jwks",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256", "HS256", "none"],
+        }))
+        .unwrap();
+        let jwks = serde_json::from_value(json!({ "keys": [public.as_ref()] })).unwrap();
+        Op {
+            metadata: metadata.set_jwks(jwks),
+            signer: Box::new(ES256.signer_from_jwk(&pair.to_jwk_private_key()).unwrap()),
+        }
+    }
+
+    fn claims_at(now: DateTime<Utc>) -> Map<String, Value> {
+        obj(json!({
+            "iss": ISS, "sub": "u1", "aud": "lintel", "nonce": "n1",
+            "iat": now.timestamp(), "exp": (now + chrono::Duration::minutes(5)).timestamp(),
+        }))
+    }
+
+    fn sign(
+        signer: &dyn josekit::jws::JwsSigner,
+        kid: &str,
+        claims: &Map<String, Value>,
+    ) -> String {
+        let mut h = josekit::jws::JwsHeader::new();
+        h.set_key_id(kid);
+        h.set_token_type("JWT");
+        let p = josekit::jwt::JwtPayload::from_map(claims.clone()).unwrap();
+        josekit::jwt::encode_with_signer(&p, &h, signer).unwrap()
+    }
+
+    fn check(op: &Op, token: &str, now: DateTime<Utc>) -> Result<Verified, UpstreamError> {
+        let mut c = cfg();
+        c.issuer = ISS.into();
+        verify_once(&c, &op.metadata, token, "n1", now)
+    }
+
+    fn verified(r: Result<Verified, UpstreamError>) -> Map<String, Value> {
+        match r {
+            Ok(Verified::Ok(c)) => c,
+            Ok(Verified::UnknownKey) => panic!("unknown key"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn refused(r: Result<Verified, UpstreamError>) -> String {
+        match r {
+            Err(UpstreamError::IdToken(m)) => m,
+            Err(e) => panic!("wrong category: {e}"),
+            Ok(Verified::Ok(_)) => panic!("accepted"),
+            Ok(Verified::UnknownKey) => panic!("unknown key"),
+        }
+    }
+
+    #[test]
+    fn id_token_signed_by_the_provider_is_accepted_with_all_claims() {
+        let op = op();
+        let now = t(0);
+        let mut claims = claims_at(now);
+        claims.insert("groups".into(), json!(["eng"]));
+        let got = verified(check(&op, &sign(op.signer.as_ref(), "k1", &claims), now));
+        assert_eq!(got, claims);
+        // Several audiences are fine when azp names us.
+        claims.insert("aud".into(), json!(["lintel", "api"]));
+        claims.insert("azp".into(), json!("lintel"));
+        verified(check(&op, &sign(op.signer.as_ref(), "k1", &claims), now));
+    }
+
+    #[test]
+    fn id_token_rules_of_core_3_1_3_7() {
+        let op = op();
+        let now = t(0);
+        let good = claims_at(now);
+        let with = |k: &str, v: Value| {
+            let mut c = good.clone();
+            c.insert(k.into(), v);
+            sign(op.signer.as_ref(), "k1", &c)
+        };
+        assert!(
+            refused(check(&op, &with("iss", json!("https://evil.example")), now))
+                .contains("issuer")
+        );
+        assert!(refused(check(&op, &with("aud", json!("someone-else")), now)).contains("audience"));
+        assert!(refused(check(&op, &with("aud", json!(["lintel", "api"])), now)).contains("azp"));
+        assert!(refused(check(&op, &with("azp", json!("api")), now)).contains("azp"));
+        assert!(refused(check(&op, &with("nonce", json!("n2")), now)).contains("nonce"));
+        let mut no_nonce = good.clone();
+        no_nonce.remove("nonce");
+        assert!(
+            refused(check(&op, &sign(op.signer.as_ref(), "k1", &no_nonce), now)).contains("nonce")
+        );
+        // exp: accepted up to the skew past it, refused after.
+        let token = sign(op.signer.as_ref(), "k1", &good);
+        let exp = now + chrono::Duration::minutes(5);
+        verified(check(
+            &op,
+            &token,
+            exp + CLOCK_SKEW - chrono::Duration::seconds(1),
+        ));
+        assert!(refused(check(&op, &token, exp + CLOCK_SKEW)).contains("expired"));
+        // iat in the future.
+        assert!(
+            refused(check(
+                &op,
+                &with(
+                    "iat",
+                    json!((now + chrono::Duration::minutes(3)).timestamp())
+                ),
+                now
+            ))
+            .contains("future")
+        );
+    }
+
+    #[test]
+    fn forged_id_tokens_are_refused() {
+        use base64::Engine;
+        let op = op();
+        let now = t(0);
+        let token = sign(op.signer.as_ref(), "k1", &claims_at(now));
+        // Tampered payload.
+        let mut parts: Vec<String> = token.split('.').map(String::from).collect();
+        let mut c = claims_at(now);
+        c.insert("sub".into(), json!("admin"));
+        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&c).unwrap());
+        assert!(refused(check(&op, &parts.join("."), now)).contains("Signature was wrong"));
+        // alg none, advertised or not.
+        let mut h = josekit::jws::JwsHeader::new();
+        h.set_key_id("k1");
+        let p = josekit::jwt::JwtPayload::from_map(claims_at(now)).unwrap();
+        let none = josekit::jwt::encode_unsecured(&p, &h).unwrap();
+        assert!(refused(check(&op, &none, now)).contains("No signature"));
+        // HS256 keyed with anything (the client secret is no key of ours).
+        let hs = josekit::jws::HS256
+            .signer_from_bytes(b"client-secret-0123456789abcdef-0123456789")
+            .unwrap();
+        assert!(refused(check(&op, &sign(&hs, "k1", &claims_at(now)), now)).contains("HS256"));
+        // Another key under the provider's kid.
+        let stranger = josekit::jws::ES256.generate_key_pair().unwrap();
+        let stranger = josekit::jws::ES256
+            .signer_from_jwk(&stranger.to_jwk_private_key())
+            .unwrap();
+        assert!(
+            refused(check(&op, &sign(&stranger, "k1", &claims_at(now)), now))
+                .contains("Signature was wrong")
+        );
+        // Not a JWT.
+        assert!(refused(check(&op, "a.b", now)).contains("well-formed"));
+    }
+
+    #[test]
+    fn an_unknown_kid_is_told_apart() {
+        let op = op();
+        let now = t(0);
+        let stranger = josekit::jws::ES256.generate_key_pair().unwrap();
+        let stranger = josekit::jws::ES256
+            .signer_from_jwk(&stranger.to_jwk_private_key())
+            .unwrap();
+        let r = check(&op, &sign(&stranger, "k2", &claims_at(now)), now);
+        assert!(matches!(r, Ok(Verified::UnknownKey)));
+    }
+
+    #[test]
+    fn the_client_and_its_futures_can_cross_threads() {
+        fn send<T: Send>(_: &T) {}
+        fn shared<T: Send + Sync>() {}
+        shared::<Upstream>();
+        let up = Upstream::new(Duration::from_secs(1)).unwrap();
+        let c = cfg();
+        send(&up.start(&c, "https://rp/cb", None, t(0)));
+        send(&up.finish(&c, Some("s"), "https://rp/cb", "c", "n", "v", t(0)));
+        send(&up.verify_id_token(&c, "a.b.c", "n", t(0)));
     }
 
     #[test]
