@@ -176,9 +176,10 @@ idp_create "$ACME_ID" "${work}/provider-a.json" "$(json_body "Acme IdP" "${work}
     "first_name": "urn:oid:2.5.4.42", "last_name": "urn:oid:2.5.4.4", "groups": "groups"},
     "group_roles": {"acme-admins": "admin"}, "default_role": "member",
     "allow_idp_initiated": false}')"
-# Globex: the default attribute mapping (pysaml2's FriendlyNames mail/givenName/sn); IdP-initiated on.
+# Globex: the default attribute mapping (pysaml2's FriendlyNames mail/givenName/sn); IdP-initiated
+# on; signed AuthnRequests.
 idp_create "$GLOBEX_ID" "${work}/provider-b.json" "$(json_body "Globex IdP" "${work}/b-metadata.xml" \
-  '{"allow_idp_initiated": true}')"
+  '{"allow_idp_initiated": true, "sign_authn_requests": true}')"
 
 status=0
 step "pysaml2 IdP: SP-initiated, IdP-initiated, must-reject responses"

@@ -31,7 +31,7 @@ RESPONSE = "urn:oasis:names:tc:SAML:2.0:protocol:Response"
 ASSERTION = "urn:oasis:names:tc:SAML:2.0:assertion:Assertion"
 
 
-def idp_config(entity_id, sso_url, key_file, cert_file, sp_metadata_files):
+def idp_config(entity_id, sso_url, key_file, cert_file, sp_metadata_files, want_signed=False):
     return {
         "entityid": entity_id,
         "service": {
@@ -39,7 +39,7 @@ def idp_config(entity_id, sso_url, key_file, cert_file, sp_metadata_files):
                 "name": "Conformance corporate IdP (pysaml2)",
                 "endpoints": {"single_sign_on_service": [(sso_url, BINDING_HTTP_REDIRECT)]},
                 "name_id_format": [NAMEID_FORMAT_EMAILADDRESS],
-                "want_authn_requests_signed": False,
+                "want_authn_requests_signed": want_signed,
                 "policy": {"default": {"lifetime": {"minutes": 5}, "attribute_restrictions": None}},
             }
         },
@@ -54,17 +54,21 @@ def idp_config(entity_id, sso_url, key_file, cert_file, sp_metadata_files):
 
 
 class CorpIdp:
-    def __init__(self, entity_id, sso_url, key_file, cert_file, sp_metadata_files=()):
+    def __init__(self, entity_id, sso_url, key_file, cert_file, sp_metadata_files=(), want_signed=False):
+        """want_signed: AuthnRequests must carry a valid HTTP-Redirect signature (SAML
+        bindings §3.4.4.1) by the SP metadata's signing certificate."""
         self.entity_id = entity_id
         self.sso_url = sso_url
         self.key_file = key_file
         self.cert_file = cert_file
         self._sp_metadata = list(sp_metadata_files)
+        self.want_signed = want_signed
         self._build()
 
     def _build(self):
         conf = IdPConfig()
-        conf.load(idp_config(self.entity_id, self.sso_url, self.key_file, self.cert_file, self._sp_metadata))
+        conf.load(idp_config(self.entity_id, self.sso_url, self.key_file, self.cert_file, self._sp_metadata,
+                             self.want_signed))
         self.server = Server(config=conf)
         self.broker = AuthnBroker()
         self.broker.add(authn_context_class_ref(PASSWORD), "")

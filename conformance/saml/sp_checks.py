@@ -50,14 +50,15 @@ def endpoints(p):
     return e["login_url"], e["acs_url"], e.get("sp_entity_id") or e["metadata_url"], e["metadata_url"]
 
 
-def make_idp(which, key="idp"):
+def make_idp(which, key="idp", want_signed=False):
     s = SETUP[which]
     return CorpIdp(s["entity_id"], s["sso_url"], os.path.join(WORK, f"{which}-{key}.key"),
-                   os.path.join(WORK, f"{which}-{key}.crt"))
+                   os.path.join(WORK, f"{which}-{key}.crt"), want_signed=want_signed)
 
 
 # --- setup: the IdPs read Lintel's SP metadata (pysaml2 refuses metadata it cannot parse) ---
-idp_a, idp_b, evil_a = make_idp("a"), make_idp("b"), make_idp("a", "other")
+# Globex's IdP wants signed AuthnRequests (provider B has sign_authn_requests on).
+idp_a, idp_b, evil_a = make_idp("a"), make_idp("b", want_signed=True), make_idp("a", "other")
 LOGIN_A, ACS_A, SPID_A, MD_A = endpoints(A)
 LOGIN_B, ACS_B, SPID_B, MD_B = endpoints(B)
 
@@ -187,6 +188,32 @@ def a_response_only_updates_names():
 
 T.check("(a) SP-initiated, only the Response signed: signed in; second login updates names",
         a_response_only_updates_names)
+
+def a_signed_request():
+    """Provider B signs its AuthnRequests: pysaml2 checks the HTTP-Redirect signature with the
+    certificate of Lintel's SP metadata before answering; a changed RelayState breaks it."""
+    b = Browser(BASE)
+    r = b.get(LOGIN_B)
+    assert r.status_code in (302, 303), (r.status_code, r.text[:300])
+    loc = r.headers["location"]
+    q = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(loc).query))
+    assert q.get("SigAlg") == "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256", q.get("SigAlg")
+    assert q.get("Signature"), "no Signature parameter"
+    forged = loc.replace("RelayState=", "RelayState=x", 1)
+    try:
+        idp_b.read_request(forged)
+    except Exception:  # noqa: BLE001 - pysaml2 raises IncorrectlySigned (or a subclass)
+        pass
+    else:
+        raise AssertionError("pysaml2 accepted a request whose RelayState was changed: no signature check")
+    req, relay, _ = idp_b.read_request(loc)
+    u = user("sig", domain="globex.test", given="Sig", family="Ned")
+    assert_signed_in(b, post_acs(b, ACS_B, idp_b.response_xml(u, req.id, ACS_B, SPID_B), relay), u["email"])
+
+
+T.check("(a) signed AuthnRequest (sign_authn_requests): pysaml2 verifies it; a changed one fails; signed in",
+        a_signed_request)
+
 
 # --- (b) IdP-initiated ---
 BOB = user("bob", domain="globex.test", given="Bob", family="Globex")
