@@ -122,6 +122,9 @@ add_verified_domain globex "$GLOBEX_ID" globex.test
 VICTIM_EMAIL="victim@acme.test"
 echo "victim-password-1" | run user create --email "$VICTIM_EMAIL" --first-name Vic --last-name Tim --password-stdin >/dev/null
 run org add-member --org acme --user "$VICTIM_EMAIL" >/dev/null
+LINKED_EMAIL="linked@globex.test"
+echo "linked-password-1" | run user create --email "$LINKED_EMAIL" --first-name Lin --last-name Ked --password-stdin >/dev/null
+run org add-member --org globex --user "$LINKED_EMAIL" >/dev/null
 ADMIN_KEY=$(run api-key create --admin --description saml-conformance | field key)
 REDIRECT_URI="http://127.0.0.1:9/rp/callback"
 created=$(run oidc-client create --name "SAML E2E RP" --first-party --redirect-uri "$REDIRECT_URI" \
@@ -132,7 +135,7 @@ cat >"${work}/setup.json" <<EOF
 {"a": {"org_id": "${ACME_ID}", "slug": "acme", "entity_id": "${A_ENTITY}", "sso_url": "${A_SSO}"},
  "b": {"org_id": "${GLOBEX_ID}", "slug": "globex", "entity_id": "${B_ENTITY}", "sso_url": "${B_SSO}"}}
 EOF
-export LINTEL="$issuer" ISSUER="$issuer" WORK="$work" ADMIN_KEY VICTIM_EMAIL CLIENT_ID CLIENT_SECRET \
+export LINTEL="$issuer" ISSUER="$issuer" WORK="$work" ADMIN_KEY VICTIM_EMAIL LINKED_EMAIL CLIENT_ID CLIENT_SECRET \
   REDIRECT_URI RP_NODE_DIR="$node_dir"
 
 step "lintel serve on ${issuer}"
@@ -177,9 +180,9 @@ idp_create "$ACME_ID" "${work}/provider-a.json" "$(json_body "Acme IdP" "${work}
     "group_roles": {"acme-admins": "admin"}, "default_role": "member",
     "allow_idp_initiated": false}')"
 # Globex: the default attribute mapping (pysaml2's FriendlyNames mail/givenName/sn); IdP-initiated
-# on; signed AuthnRequests.
+# on; signed AuthnRequests; its emails trusted (linking existing users of globex.test).
 idp_create "$GLOBEX_ID" "${work}/provider-b.json" "$(json_body "Globex IdP" "${work}/b-metadata.xml" \
-  '{"allow_idp_initiated": true, "sign_authn_requests": true}')"
+  '{"allow_idp_initiated": true, "sign_authn_requests": true, "trust_email": true}')"
 
 status=0
 step "pysaml2 IdP: SP-initiated, IdP-initiated, must-reject responses"

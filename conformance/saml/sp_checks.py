@@ -215,6 +215,37 @@ T.check("(a) signed AuthnRequest (sign_authn_requests): pysaml2 verifies it; a c
         a_signed_request)
 
 
+def a_existing_user_not_linked():
+    """Acme does not trust its IdP's emails (trust_email off): a login asserting the email of
+    an existing password user is refused, not linked to that account."""
+    victim = E.get("VICTIM_EMAIL", "victim@acme.test")
+    b = Browser(BASE)
+    req, relay = start(b, LOGIN_A, idp_a, ACS_A, SPID_A)
+    u = dict(user("victim", given="Vic", family="Tim"), email=victim)
+    resp = post_acs(b, ACS_A, idp_a.response_xml(u, req.id, ACS_A, SPID_A), relay)
+    assert_rejected(b, resp, at_acs=False, reasons=["account exists"])
+
+
+T.check("(a) an existing user's email from an IdP without trust_email: refused (account exists)",
+        a_existing_user_not_linked)
+
+
+def b_existing_user_linked():
+    """Globex trusts its IdP for its verified domain (trust_email on): the existing user with
+    that email is linked, not duplicated."""
+    email = E["LINKED_EMAIL"]
+    before, _ = member(SETUP["b"]["org_id"], email)
+    b = Browser(BASE)
+    req, relay = start(b, LOGIN_B, idp_b, ACS_B, SPID_B)
+    u = dict(user("linked", domain="globex.test", given="Lin", family="Ked"), email=email)
+    assert_signed_in(b, post_acs(b, ACS_B, idp_b.response_xml(u, req.id, ACS_B, SPID_B), relay), email)
+    after, _ = member(SETUP["b"]["org_id"], email)
+    assert after["user_id"] == before["user_id"], "another user was created"
+
+
+T.check("(a) an existing user's email from an IdP with trust_email (verified domain): linked", b_existing_user_linked)
+
+
 # --- (b) IdP-initiated ---
 BOB = user("bob", domain="globex.test", given="Bob", family="Globex")
 
