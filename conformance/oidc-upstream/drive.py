@@ -51,11 +51,12 @@ def set_account(login, **claims):
     os.replace(tmp, E["ACCOUNTS"])
 
 
-def upstream_login(b, provider, login):
-    """GET login_url, check the authorization request, pass oidc-provider's login and consent
-    forms; returns (the callback response from Lintel, the callback URL, the authorize query)."""
+def upstream_login(b, provider, login, start=None):
+    """GET login_url (or `start`), check the authorization request, pass oidc-provider's login
+    and consent forms; returns (the callback response from Lintel, the callback URL, the
+    authorize query)."""
     e = provider["endpoints"]
-    r = b.get(e["login_url"])
+    r = b.get(start or e["login_url"])
     assert r.status_code in (302, 303), (r.status_code, r.text[:300])
     auth = r.headers["location"]
     assert auth.startswith(UPSTREAM + "/"), f"redirected to {auth}, not to {UPSTREAM}"
@@ -170,6 +171,15 @@ def default_role():
 
 
 T.check("a user of no mapped group: default role", default_role)
+
+
+def org_slug_start():
+    b = Browser(BASE)
+    resp, _, _ = upstream_login(b, GOOD, "dave", start=f"/sso/{SETUP['good']['slug']}")
+    assert_signed_in(b, resp, "dave@umbrella.test")
+
+
+T.check("/sso/{org_slug} starts the org's upstream OIDC login; signed in", org_slug_start)
 
 
 def forged_state():
