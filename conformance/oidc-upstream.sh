@@ -44,6 +44,7 @@ if [ ! -x "${venv}/bin/python" ]; then
   "${venv}/bin/pip" install --quiet --disable-pip-version-check "requests==${REQUESTS_VERSION}"
 fi
 
+export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ in conformance/
 step "cargo build"
 cargo build --quiet --bin lintel
 lintel="${target_dir}/debug/lintel"

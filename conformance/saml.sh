@@ -54,6 +54,7 @@ if [ ! -x "${venv}/bin/python" ] || ! "${venv}/bin/python" -c 'import saml2, lxm
     "requests==${REQUESTS_VERSION}" "lxml==${LXML_VERSION}"
 fi
 py="${venv}/bin/python -W ignore"
+export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ in conformance/saml/
 mkdir -p "$node_dir"
 cp conformance/saml/package.json conformance/saml/rp.mjs "$node_dir/"
 (cd "$node_dir" && npm install --silent --no-audit --no-fund >/dev/null)
