@@ -148,9 +148,13 @@ impl App {
                 url: redact_database_url(config.database_url.expose()),
                 message: format!("rate-limit defaults: {e}"),
             })?;
-        let sp_key = crate::saml::sp_key::SpKey::load_or_generate(&config.keys_dir).map_err(
-            |e| StartupError::Federation(format!("SAML SP key in {}: {e}", config.keys_dir.display())),
-        )?;
+        let sp_key =
+            crate::saml::sp_key::SpKey::load_or_generate(&config.keys_dir).map_err(|e| {
+                StartupError::Federation(format!(
+                    "SAML SP key in {}: {e}",
+                    config.keys_dir.display()
+                ))
+            })?;
         let oidc = Arc::new(crate::oidc::Provider::new(&config));
         let federation = Arc::new(crate::federation::flow::Federation {
             base_url: oidc.issuer.clone(),

@@ -59,8 +59,8 @@ pub enum Command {
 pub enum IdpCommand {
     /// Add a provider; prints it with the URLs to give the IdP (SAML: our metadata, entity
     /// ID and ACS; OIDC: the redirect URI). SAML from the IdP's metadata
-    /// (`--saml-metadata FILE`) and/or fields (`--config JSON`, laid over the metadata);
-    /// OIDC with `--type oidc --config '{"issuer": …, "client_id": …}' --client-secret S`.
+    /// (`--saml-metadata FILE`) and/or fields (`--settings JSON`, laid over the metadata);
+    /// OIDC with `--type oidc --settings '{"issuer": …, "client_id": …}' --client-secret S`.
     Create {
         /// Organization id or url_safe_org_name.
         #[arg(long)]
@@ -73,7 +73,7 @@ pub enum IdpCommand {
         saml_metadata: Option<PathBuf>,
         /// Settings as a JSON object (see the README's federation section).
         #[arg(long, value_name = "JSON")]
-        config: Option<String>,
+        settings: Option<String>,
         /// The upstream OIDC client secret (or env LINTEL_IDP_CLIENT_SECRET).
         #[arg(long, env = "LINTEL_IDP_CLIENT_SECRET", hide_env_values = true)]
         client_secret: Option<String>,
@@ -86,7 +86,7 @@ pub enum IdpCommand {
         #[arg(long)]
         org: String,
     },
-    /// Replace a provider's settings (`--config`, the whole object) or name.
+    /// Replace a provider's settings (`--settings`, the whole object) or name.
     Update {
         #[arg(long)]
         org: String,
@@ -95,7 +95,7 @@ pub enum IdpCommand {
         #[arg(long)]
         name: Option<String>,
         #[arg(long, value_name = "JSON")]
-        config: Option<String>,
+        settings: Option<String>,
         #[arg(long, value_name = "FILE")]
         saml_metadata: Option<PathBuf>,
         #[arg(long, env = "LINTEL_IDP_CLIENT_SECRET", hide_env_values = true)]
@@ -832,7 +832,7 @@ fn json_arg(raw: Option<&str>) -> Result<serde_json::Value, Failure> {
     match raw {
         None => Ok(json!({})),
         Some(r) => serde_json::from_str(r)
-            .map_err(|e| Failure::Command(format!("invalid --config: {e}"))),
+            .map_err(|e| Failure::Command(format!("invalid --settings: {e}"))),
     }
 }
 
@@ -879,12 +879,12 @@ async fn idp_admin(
             r#type,
             name,
             saml_metadata,
-            config,
+            settings,
             client_secret,
             disabled,
         } => {
             let org_id = identity::orgs::resolve(id, &org).await?.org_id;
-            let cfg = config_of(&r#type, saml_metadata.as_ref(), config.as_deref())?;
+            let cfg = config_of(&r#type, saml_metadata.as_ref(), settings.as_deref())?;
             let p = providers::create(
                 id,
                 org_id,
@@ -908,14 +908,18 @@ async fn idp_admin(
             org,
             id: provider_id,
             name,
-            config,
+            settings,
             saml_metadata,
             client_secret,
         } => {
             let org_id = identity::orgs::resolve(id, &org).await?.org_id;
             let current = providers::get(id, org_id, provider_id).await?;
-            let cfg = if config.is_some() || saml_metadata.is_some() {
-                Some(config_of(&current.kind, saml_metadata.as_ref(), config.as_deref())?)
+            let cfg = if settings.is_some() || saml_metadata.is_some() {
+                Some(config_of(
+                    &current.kind,
+                    saml_metadata.as_ref(),
+                    settings.as_deref(),
+                )?)
             } else {
                 None
             };
@@ -942,7 +946,7 @@ async fn idp_admin(
             id: provider_id,
         } => {
             let enabled = matches!(cmd, IdpCommand::Enable { .. });
-            let org_id = identity::orgs::resolve(id, &org).await?.org_id;
+            let org_id = identity::orgs::resolve(id, org).await?.org_id;
             let p = providers::update(
                 id,
                 org_id,

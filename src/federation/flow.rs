@@ -97,7 +97,7 @@ pub enum AcsOutcome {
     /// SP-initiated: continue at `/sso/complete` in the browser that started it.
     Continue { request_id: String },
     /// IdP-initiated (when the provider allows it): signed in.
-    Finished(Finished),
+    Finished(Box<Finished>),
 }
 
 async fn enabled_provider(
@@ -212,11 +212,11 @@ pub async fn saml_acs(
         None => {
             let provisioned =
                 finish_provision(id, &p, &jit_settings, &assertion_asserted, browser).await?;
-            Ok(AcsOutcome::Finished(Finished {
+            Ok(AcsOutcome::Finished(Box::new(Finished {
                 provisioned,
                 method: "saml",
                 auth: String::new(),
-            }))
+            })))
         }
     }
 }
@@ -265,14 +265,16 @@ async fn acs_checked(
         e => IdentityError::from(e).into(),
     })?;
     if let Some(r) = &pending {
-        let result = serde_json::to_value(&asserted)
-            .map_err(|e| IdentityError::Internal(e.to_string()))?;
+        let result =
+            serde_json::to_value(&asserted).map_err(|e| IdentityError::Internal(e.to_string()))?;
         // InResponseTo answers an outstanding request only once, before it expires.
         if !store::federation::assert_request(&mut tx, &r.request_id, &Json(result), now)
             .await
             .map_err(IdentityError::from)?
         {
-            return Err(FederationError::Request("the request was already answered or expired"));
+            return Err(FederationError::Request(
+                "the request was already answered or expired",
+            ));
         }
     }
     tx.commit().await.map_err(IdentityError::from)?;
@@ -307,10 +309,9 @@ async fn take(
     browser: &Browser,
     asserted: bool,
 ) -> Result<FederationRequest, FederationError> {
-    let cookie = browser
-        .cookie
-        .as_deref()
-        .ok_or(FederationError::Request("the browser sent no sign-in cookie"))?;
+    let cookie = browser.cookie.as_deref().ok_or(FederationError::Request(
+        "the browser sent no sign-in cookie",
+    ))?;
     if request_id.is_empty() || request_id.len() > 200 {
         return Err(FederationError::Request("no request id"));
     }
@@ -337,12 +338,7 @@ pub async fn oidc_callback(
     params: &[(String, String)],
     browser: &Browser,
 ) -> Result<Finished, FederationError> {
-    let field = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let field = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let state = field("state").unwrap_or("");
     let (p, protocol, jit_settings) = enabled_provider(id, provider_id).await?;
     let ProtocolConfig::Oidc(cfg) = protocol else {
@@ -351,11 +347,15 @@ pub async fn oidc_callback(
     let r = async {
         let row = take(id, state, browser, false).await?;
         if row.provider_id != provider_id {
-            return Err(FederationError::Request("the request belongs to another provider"));
+            return Err(FederationError::Request(
+                "the request belongs to another provider",
+            ));
         }
         if let Some(err) = field("error") {
             return Err(FederationError::Refused(err.chars().take(100).collect()));
         }
+        // RFC 9207: an `iss` in the response must be the provider's (mix-up defence).
+        super::oidc_upstream::check_response_iss(&cfg, field("iss"))?;
         let code = field("code").ok_or(FederationError::Refused("no code".into()))?;
         let verifier = row
             .pkce_verifier

@@ -153,8 +153,10 @@ pub async fn provision(
                 audit::pair(provider.provider_id, user.user_id),
             )
             .org(org.org_id)
-            .details(json!({ "provider_id": provider.provider_id, "user_id": user.user_id,
-                             "subject": asserted.subject, "new_user": created }));
+            .details(
+                json!({ "provider_id": provider.provider_id, "user_id": user.user_id,
+                             "subject": asserted.subject, "new_user": created }),
+            );
             audit::record(&mut tx, id, event).await?;
             (user, created, !created)
         }

@@ -246,7 +246,10 @@ mod tests {
     fn configured_names_win_and_do_not_fall_back() {
         let a = asserted(
             "x",
-            &[("email", &["default@example.com"]), ("upn", &["upn@example.com"])],
+            &[
+                ("email", &["default@example.com"]),
+                ("upn", &["upn@example.com"]),
+            ],
         );
         let m = map(
             &a,
@@ -263,7 +266,11 @@ mod tests {
     #[test]
     fn email_falls_back_to_an_address_like_subject_only() {
         assert_eq!(
-            map(&asserted("ada@example.com", &[]), &AttributeMapping::default()).email,
+            map(
+                &asserted("ada@example.com", &[]),
+                &AttributeMapping::default()
+            )
+            .email,
             Some("ada@example.com".into())
         );
         assert_eq!(
@@ -271,7 +278,11 @@ mod tests {
             None
         );
         assert_eq!(
-            map(&asserted("a b@example.com", &[]), &AttributeMapping::default()).email,
+            map(
+                &asserted("a b@example.com", &[]),
+                &AttributeMapping::default()
+            )
+            .email,
             None
         );
     }

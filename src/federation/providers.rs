@@ -43,8 +43,7 @@ pub fn parse_config(kind: &str, v: &Value) -> Result<(ProtocolConfig, JitSetting
             (ProtocolConfig::Saml(c), k)
         }
         "oidc" => {
-            let c: UpstreamConfig =
-                serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+            let c: UpstreamConfig = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
             c.validate().map_err(|e| e.to_string())?;
             let k = keys_of(&c);
             (ProtocolConfig::Oidc(c), k)
@@ -120,7 +119,10 @@ pub struct NewProvider {
 fn check_name(name: &str) -> Result<String, IdentityError> {
     let n = name.trim();
     if n.is_empty() || n.chars().count() > 200 {
-        return Err(IdentityError::invalid("name", "must be 1 to 200 characters"));
+        return Err(IdentityError::invalid(
+            "name",
+            "must be 1 to 200 characters",
+        ));
     }
     Ok(n.to_string())
 }
@@ -188,7 +190,11 @@ pub async fn create(
         enabled: new.enabled,
         created_at: now,
         updated_at: None,
-        secret: new.client_secret.as_ref().map(|s| seal(id, s)).transpose()?,
+        secret: new
+            .client_secret
+            .as_ref()
+            .map(|s| seal(id, s))
+            .transpose()?,
     };
     let (mut tx, _) = roles::begin_org(id, org_id).await?;
     check_default_role(&mut tx, org_id, &jit).await?;
@@ -196,12 +202,16 @@ pub async fn create(
     if p.enabled {
         allow_method_by_default(&mut tx, id, org_id, &p.kind).await?;
     }
-    let event = Event::new("identity_provider.created", "identity_provider", p.provider_id)
-        .org(org_id)
-        .details(json!({
-            "type": p.kind, "name": p.name, "enabled": p.enabled, "config": p.config.0,
-            "client_secret_set": p.secret.is_some(),
-        }));
+    let event = Event::new(
+        "identity_provider.created",
+        "identity_provider",
+        p.provider_id,
+    )
+    .org(org_id)
+    .details(json!({
+        "type": p.kind, "name": p.name, "enabled": p.enabled, "config": p.config.0,
+        "client_secret_set": p.secret.is_some(),
+    }));
     audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(p)
@@ -303,9 +313,13 @@ pub async fn update(
     if p.secret != before.secret {
         details["client_secret"] = json!("changed");
     }
-    let event = Event::new("identity_provider.updated", "identity_provider", provider_id)
-        .org(org_id)
-        .details(details);
+    let event = Event::new(
+        "identity_provider.updated",
+        "identity_provider",
+        provider_id,
+    )
+    .org(org_id)
+    .details(details);
     audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
     Ok(p)
@@ -319,9 +333,13 @@ pub async fn delete(id: &Identity, org_id: Uuid, provider_id: Uuid) -> Result<()
             what: "identity provider",
         })?;
     // The audit row first: deleting the provider removes its links and pending requests.
-    let event = Event::new("identity_provider.deleted", "identity_provider", provider_id)
-        .org(org_id)
-        .details(json!({ "type": p.kind, "name": p.name }));
+    let event = Event::new(
+        "identity_provider.deleted",
+        "identity_provider",
+        provider_id,
+    )
+    .org(org_id)
+    .details(json!({ "type": p.kind, "name": p.name }));
     audit::record(&mut tx, id, event).await?;
     if !store::federation::delete_provider(&mut tx, org_id, provider_id).await? {
         return Err(IdentityError::NotFound {

@@ -65,15 +65,15 @@ fn failure(e: &FederationError) -> Response {
     )
 }
 
-fn uuid_or_404(raw: &str) -> Result<Uuid, Response> {
-    Uuid::parse_str(raw).map_err(|_| failure(&FederationError::UnknownProvider))
+fn uuid_or_404(raw: &str) -> Result<Uuid, Box<Response>> {
+    Uuid::parse_str(raw).map_err(|_| Box::new(failure(&FederationError::UnknownProvider)))
 }
 
 /// `GET /saml/{provider_id}/metadata`: our SP metadata for this provider.
 async fn metadata(State(state): State<AppState>, Path(raw): Path<String>) -> Response {
     let provider_id = match uuid_or_404(&raw) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match flow::sp_metadata(&state.federation, &state.identity, provider_id).await {
         Ok(xml) => {
@@ -134,7 +134,7 @@ async fn start(
 ) -> Response {
     let provider_id = match uuid_or_404(&raw) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let params = form(q.unwrap_or_default().as_bytes());
     let auth = field(&params, "auth").unwrap_or("").to_string();
@@ -205,7 +205,7 @@ async fn acs(
     let ci = Some(ci);
     let provider_id = match uuid_or_404(&raw) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let params = form(&body);
     let Some(saml_response) = field(&params, "SAMLResponse") else {
@@ -214,7 +214,16 @@ async fn acs(
     let relay = field(&params, "RelayState");
     let b = browser(&headers, &ci);
     let id = acting(&state, &headers, &ci);
-    match flow::saml_acs(&state.federation, &id, provider_id, saml_response, relay, &b).await {
+    match flow::saml_acs(
+        &state.federation,
+        &id,
+        provider_id,
+        saml_response,
+        relay,
+        &b,
+    )
+    .await
+    {
         // Back to our own origin with a GET, so the binding cookie (SameSite=Lax) is sent.
         Ok(AcsOutcome::Continue { request_id }) => {
             let q = url::form_urlencoded::Serializer::new(String::new())
@@ -222,7 +231,7 @@ async fn acs(
                 .finish();
             redirect(&format!("/sso/complete?{q}"))
         }
-        Ok(AcsOutcome::Finished(f)) => finished(&state, &headers, &ci, f).await,
+        Ok(AcsOutcome::Finished(f)) => finished(&state, &headers, &ci, *f).await,
         Err(e) => failure(&e),
     }
 }
@@ -256,7 +265,7 @@ async fn oidc_callback(
     let ci = Some(ci);
     let provider_id = match uuid_or_404(&raw) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let params = form(q.unwrap_or_default().as_bytes());
     let b = browser(&headers, &ci);

@@ -200,7 +200,11 @@ pub(super) fn user_agent(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The identity services acting as the request's origin (audit rows record IP and agent).
-pub(super) fn acting(state: &AppState, headers: &HeaderMap, ci: &Option<ConnectInfo<SocketAddr>>) -> Identity {
+pub(super) fn acting(
+    state: &AppState,
+    headers: &HeaderMap,
+    ci: &Option<ConnectInfo<SocketAddr>>,
+) -> Identity {
     state.identity.acting_as(Actor {
         ip: peer(ci),
         user_agent: user_agent(headers),

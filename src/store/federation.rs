@@ -48,7 +48,10 @@ pub async fn insert_provider(a: &mut impl Access, p: &IdentityProvider) -> Resul
 }
 
 /// Replaces the mutable fields (name, config, enabled, secret, updated_at).
-pub async fn update_provider(a: &mut impl Access, p: &IdentityProvider) -> Result<bool, StoreError> {
+pub async fn update_provider(
+    a: &mut impl Access,
+    p: &IdentityProvider,
+) -> Result<bool, StoreError> {
     let n = with_conn!(a, |c| sqlx::query(
         "UPDATE identity_providers
          SET name = $3, config = $4, enabled = $5, secret = $6, updated_at = $7
@@ -314,7 +317,8 @@ pub async fn find_link(
 }
 
 pub async fn insert_link(a: &mut impl Access, l: &FederatedIdentity) -> Result<(), StoreError> {
-    with_conn!(a, |c| sqlx::query(
+    with_conn!(a, |c| {
+        sqlx::query(
         "INSERT INTO federated_identities (provider_id, subject, user_id, created_at, last_login_at)
          VALUES ($1, $2, $3, $4, $5)"
     )
@@ -325,7 +329,8 @@ pub async fn insert_link(a: &mut impl Access, l: &FederatedIdentity) -> Result<(
     .bind(l.last_login_at)
     .execute(&mut *c)
     .await?
-    .rows_affected());
+    .rows_affected()
+    });
     Ok(())
 }
 

@@ -155,7 +155,10 @@ async fn management_api_manages_identity_providers(app: TestApp) {
             "certificates": [testdata("idp.crt.pem")], "trust_emails": true}})),
     )
     .await;
-    assert!(e["detail"].as_str().unwrap().contains("trust_emails"), "{e}");
+    assert!(
+        e["detail"].as_str().unwrap().contains("trust_emails"),
+        "{e}"
+    );
     let (_, e) = call(
         &app,
         &key,
@@ -174,8 +177,10 @@ async fn management_api_manages_identity_providers(app: TestApp) {
         &key,
         Method::POST,
         &base,
-        Some(json!({"type": "oidc", "name": "Entra", "client_secret": "s3cr3t-value",
-            "config": {"issuer": "https://login.example.com", "client_id": "lintel"}})),
+        Some(
+            json!({"type": "oidc", "name": "Entra", "client_secret": "s3cr3t-value",
+            "config": {"issuer": "https://login.example.com", "client_id": "lintel"}}),
+        ),
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{o}");
@@ -201,7 +206,7 @@ async fn management_api_manages_identity_providers(app: TestApp) {
     // List, get; another org's path is a 404.
     let (s, list) = call(&app, &key, Method::GET, &base, None).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
+    assert_eq!(list["data"].as_array().unwrap().len(), 2, "{list}");
     let (s, _) = call(
         &app,
         &key,
@@ -237,8 +242,10 @@ async fn management_api_manages_identity_providers(app: TestApp) {
         &key,
         Method::PATCH,
         &format!("{base}/{pid}"),
-        Some(json!({"enabled": true, "config": {"entity_id": "e", "sso_url": "https://x.example.com",
-            "certificates": []}})),
+        Some(
+            json!({"enabled": true, "config": {"entity_id": "e", "sso_url": "https://x.example.com",
+            "certificates": []}}),
+        ),
     )
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
@@ -259,8 +266,14 @@ async fn management_api_manages_identity_providers(app: TestApp) {
     .await
     .unwrap();
     let actions: Vec<&str> = logs.iter().map(|l| l.action.as_str()).collect();
-    assert!(actions.contains(&"identity_provider.created"), "{actions:?}");
-    assert!(actions.contains(&"identity_provider.updated"), "{actions:?}");
+    assert!(
+        actions.contains(&"identity_provider.created"),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&"identity_provider.updated"),
+        "{actions:?}"
+    );
 
     let (s, _) = call(&app, &key, Method::DELETE, &format!("{base}/{pid}"), None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
@@ -309,7 +322,7 @@ async fn cli_imports_saml_metadata(db: TestDb) {
             slug,
             "--saml-metadata",
             path.to_str().unwrap(),
-            "--config",
+            "--settings",
             r#"{"allow_idp_initiated": true}"#,
         ],
     );
@@ -328,7 +341,14 @@ async fn cli_imports_saml_metadata(db: TestDb) {
     .unwrap();
     let (code, _, err) = run(
         &db,
-        &["idp", "create", "--org", slug, "--saml-metadata", path.to_str().unwrap()],
+        &[
+            "idp",
+            "create",
+            "--org",
+            slug,
+            "--saml-metadata",
+            path.to_str().unwrap(),
+        ],
     );
     assert_eq!(code, 1, "{err}");
     let (code, out, _) = run(&db, &["idp", "list", "--org", slug]);

@@ -24,6 +24,7 @@ mod oidc_clients;
 mod oidc_upstream;
 mod rate_limits;
 mod roles;
+mod saml;
 mod scim;
 mod scim_admin;
 mod scim_replays;
