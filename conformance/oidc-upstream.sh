@@ -80,6 +80,14 @@ INITECH_ID=$(run org create --name Initech --slug initech | field org_id)
 ADMIN_KEY=$(run api-key create --admin --description oidc-upstream-conformance | field key)
 UP_CLIENT_ID="lintel-conformance"
 UP_CLIENT_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
+settings="{\"issuer\": \"${upstream}\", \"client_id\": \"${UP_CLIENT_ID}\",
+  \"scopes\": [\"openid\", \"email\", \"profile\", \"groups\"],
+  \"group_roles\": {\"umbrella-admins\": \"admin\"}, \"default_role\": \"member\"}"
+run idp create --org umbrella --type oidc --name "Umbrella OP" --settings "$settings" \
+  --client-secret "$UP_CLIENT_SECRET" >"${work}/provider-good.json"
+# Initech: the same upstream client, but a secret the upstream never issued.
+run idp create --org initech --type oidc --name "Initech OP (wrong secret)" --settings "$settings" \
+  --client-secret "not-the-secret" >"${work}/provider-bad-secret.json"
 cat >"${work}/setup.json" <<EOF
 {"good": {"org_id": "${UMBRELLA_ID}", "slug": "umbrella"}, "bad": {"org_id": "${INITECH_ID}"}}
 EOF
@@ -98,31 +106,6 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 curl -fsS "${issuer}/readyz" >/dev/null
-
-step "identity providers (management API)"
-# `lintel idp create --config JSON` panics in clap (its --config clashes with the global
-# --config PATH), so the providers are made through POST /api/v1/orgs/{org}/identity-providers,
-# which prints the same object (provider + endpoints).
-idp_create() { # ORG_ID OUT_FILE NAME CLIENT_SECRET
-  python3 - "${issuer}/api/v1/orgs/$1/identity-providers" "$ADMIN_KEY" "$2" "$3" "$4" \
-    "$upstream" "$UP_CLIENT_ID" <<'PY'
-import json, sys, urllib.request, urllib.error
-url, key, out, name, secret, upstream, client_id = sys.argv[1:]
-body = {"type": "oidc", "name": name, "client_secret": secret, "config": {
-    "issuer": upstream, "client_id": client_id, "scopes": ["openid", "email", "profile", "groups"],
-    "group_roles": {"umbrella-admins": "admin"}, "default_role": "member"}}
-req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-    "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-try:
-    with urllib.request.urlopen(req, timeout=30) as r:
-        open(out, "w").write(r.read().decode())
-except urllib.error.HTTPError as e:
-    sys.exit(f"FAIL: creating an identity provider: {e.code} {e.read().decode()[:500]}")
-PY
-}
-idp_create "$UMBRELLA_ID" "${work}/provider-good.json" "Umbrella OP" "$UP_CLIENT_SECRET"
-# Initech: the same upstream client, but a secret the upstream never issued.
-idp_create "$INITECH_ID" "${work}/provider-bad-secret.json" "Initech OP (wrong secret)" "not-the-secret"
 
 step "oidc-provider on ${upstream}"
 (cd "$node_dir" && exec env PORT="$op_port" CLIENT_ID="$UP_CLIENT_ID" CLIENT_SECRET="$UP_CLIENT_SECRET" \

@@ -127,6 +127,17 @@ LINKED_EMAIL="linked@globex.test"
 echo "linked-password-1" | run user create --email "$LINKED_EMAIL" --first-name Lin --last-name Ked --password-stdin >/dev/null
 run org add-member --org globex --user "$LINKED_EMAIL" >/dev/null
 ADMIN_KEY=$(run api-key create --admin --description saml-conformance | field key)
+# Acme: attribute names as pysaml2 sends them (the OIDs of mail/givenName/sn); groups -> role.
+run idp create --org acme --type saml --name "Acme IdP" --saml-metadata "${work}/a-metadata.xml" \
+  --settings '{"attribute_mapping": {"email": "urn:oid:0.9.2342.19200300.100.1.3",
+    "first_name": "urn:oid:2.5.4.42", "last_name": "urn:oid:2.5.4.4", "groups": "groups"},
+    "group_roles": {"acme-admins": "admin"}, "default_role": "member",
+    "allow_idp_initiated": false}' >"${work}/provider-a.json"
+# Globex: the default attribute mapping (pysaml2's FriendlyNames mail/givenName/sn); IdP-initiated
+# on; signed AuthnRequests; its emails trusted (linking existing users of globex.test).
+run idp create --org globex --type saml --name "Globex IdP" --saml-metadata "${work}/b-metadata.xml" \
+  --settings '{"allow_idp_initiated": true, "sign_authn_requests": true, "trust_email": true}' \
+  >"${work}/provider-b.json"
 REDIRECT_URI="http://127.0.0.1:9/rp/callback"
 created=$(run oidc-client create --name "SAML E2E RP" --first-party --redirect-uri "$REDIRECT_URI" \
   --scope openid --scope email --scope profile --scope org)
@@ -152,38 +163,6 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 curl -fsS "${issuer}/readyz" >/dev/null
-
-step "identity providers (management API)"
-# `lintel idp create --config JSON` panics in clap (its --config clashes with the global
-# --config PATH), so the providers are made through POST /api/v1/orgs/{org}/identity-providers,
-# which prints the same object (provider + endpoints).
-idp_create() { # ORG_ID OUT_FILE JSON_BODY
-  python3 - "${issuer}/api/v1/orgs/$1/identity-providers" "$ADMIN_KEY" "$2" "$3" <<'PY'
-import json, sys, urllib.request, urllib.error
-url, key, out, body = sys.argv[1:]
-req = urllib.request.Request(url, data=body.encode(), method="POST", headers={
-    "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-try:
-    with urllib.request.urlopen(req, timeout=30) as r:
-        open(out, "w").write(r.read().decode())
-except urllib.error.HTTPError as e:
-    sys.exit(f"FAIL: creating an identity provider: {e.code} {e.read().decode()[:500]}")
-PY
-}
-json_body() { # NAME METADATA_FILE CONFIG_JSON
-  python3 -c 'import json, sys; print(json.dumps({"type": "saml", "name": sys.argv[1],
-    "saml_metadata": open(sys.argv[2]).read(), "config": json.loads(sys.argv[3])}))' "$@"
-}
-# Acme: attribute names as pysaml2 sends them (the OIDs of mail/givenName/sn); groups -> role.
-idp_create "$ACME_ID" "${work}/provider-a.json" "$(json_body "Acme IdP" "${work}/a-metadata.xml" \
-  '{"attribute_mapping": {"email": "urn:oid:0.9.2342.19200300.100.1.3",
-    "first_name": "urn:oid:2.5.4.42", "last_name": "urn:oid:2.5.4.4", "groups": "groups"},
-    "group_roles": {"acme-admins": "admin"}, "default_role": "member",
-    "allow_idp_initiated": false}')"
-# Globex: the default attribute mapping (pysaml2's FriendlyNames mail/givenName/sn); IdP-initiated
-# on; signed AuthnRequests; its emails trusted (linking existing users of globex.test).
-idp_create "$GLOBEX_ID" "${work}/provider-b.json" "$(json_body "Globex IdP" "${work}/b-metadata.xml" \
-  '{"allow_idp_initiated": true, "sign_authn_requests": true, "trust_email": true}')"
 
 status=0
 step "pysaml2 IdP: SP-initiated, IdP-initiated, must-reject responses"
