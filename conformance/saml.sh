@@ -82,14 +82,11 @@ run() {
     "$lintel" "$@")
 }
 field() { python3 -c 'import json, sys; print(json.loads(sys.stdin.read())[sys.argv[1]])' "$1"; }
-# Home-realm discovery routes only verified domains (README, federation section).
-add_verified_domain() { # ORG_SLUG ORG_ID DOMAIN
-  if run org --help | grep -q add-domain; then
-    run org add-domain --org "$1" --domain "$3" --verified >/dev/null
-  else
-    # Stopgap while no CLI or API verifies a domain: the row orgs::add_domain followed by
-    # orgs::set_domain_verified writes, into this run's own SQLite database.
-    python3 - "${work}/lintel.db" "$2" "$3" <<'PY'
+# Home-realm discovery routes only verified domains (README, federation section). No CLI or
+# API verifies a domain yet, so this writes the row orgs::add_domain followed by
+# orgs::set_domain_verified would, into this run's own SQLite database.
+add_verified_domain() { # ORG_ID DOMAIN
+  python3 - "${work}/lintel.db" "$1" "$2" <<'PY'
 import datetime, sqlite3, sys, uuid
 db, org_id, domain = sys.argv[1:]
 now = datetime.datetime.now(datetime.timezone.utc).isoformat()
@@ -97,7 +94,6 @@ with sqlite3.connect(db) as c:
     c.execute("INSERT INTO org_domains (domain_id, org_id, domain, verified, created_at) VALUES (?, ?, ?, 1, ?)",
               (uuid.uuid4().bytes, uuid.UUID(org_id).bytes, domain, now))
 PY
-  fi
 }
 
 step "IdP keys (openssl) and metadata (pysaml2)"
@@ -118,8 +114,8 @@ step "seed (CLI)"
 run migrate >/dev/null
 ACME_ID=$(run org create --name Acme --slug acme | field org_id)
 GLOBEX_ID=$(run org create --name Globex --slug globex | field org_id)
-add_verified_domain acme "$ACME_ID" acme.test
-add_verified_domain globex "$GLOBEX_ID" globex.test
+add_verified_domain "$ACME_ID" acme.test
+add_verified_domain "$GLOBEX_ID" globex.test
 VICTIM_EMAIL="victim@acme.test"
 echo "victim-password-1" | run user create --email "$VICTIM_EMAIL" --first-name Vic --last-name Tim --password-stdin >/dev/null
 run org add-member --org acme --user "$VICTIM_EMAIL" >/dev/null
