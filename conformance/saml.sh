@@ -97,8 +97,8 @@ PY
 }
 
 step "IdP keys (openssl) and metadata (pysaml2)"
-# a: Acme's IdP, a-other: a key Acme's IdP never published, b: Globex's IdP.
-for k in a-idp a-other b-idp; do
+# a: Acme's IdP, a-other: a key Acme's IdP never published, b: Globex's IdP, c: Hooli's.
+for k in a-idp a-other b-idp c-idp; do
   openssl req -x509 -newkey rsa:2048 -sha256 -nodes -days 365 -subj "/CN=${k} conformance IdP" \
     -keyout "${work}/${k}.key" -out "${work}/${k}.crt" 2>/dev/null
 done
@@ -107,13 +107,17 @@ A_ENTITY="https://idp.acme.test/saml/metadata"
 A_SSO="http://127.0.0.1:9/acme-idp/sso"
 B_ENTITY="https://idp.globex.test/saml/metadata"
 B_SSO="http://127.0.0.1:9/globex-idp/sso"
+C_ENTITY="https://idp.hooli.test/saml/metadata"
+C_SSO="http://127.0.0.1:9/hooli-idp/sso"
 $py conformance/saml/idp.py metadata "$A_ENTITY" "$A_SSO" "${work}/a-idp.key" "${work}/a-idp.crt" >"${work}/a-metadata.xml"
 $py conformance/saml/idp.py metadata "$B_ENTITY" "$B_SSO" "${work}/b-idp.key" "${work}/b-idp.crt" >"${work}/b-metadata.xml"
+$py conformance/saml/idp.py metadata "$C_ENTITY" "$C_SSO" "${work}/c-idp.key" "${work}/c-idp.crt" >"${work}/c-metadata.xml"
 
 step "seed (CLI)"
 run migrate >/dev/null
 ACME_ID=$(run org create --name Acme --slug acme | field org_id)
 GLOBEX_ID=$(run org create --name Globex --slug globex | field org_id)
+HOOLI_ID=$(run org create --name Hooli --slug hooli | field org_id)
 add_verified_domain "$ACME_ID" acme.test
 add_verified_domain "$GLOBEX_ID" globex.test
 VICTIM_EMAIL="victim@acme.test"
@@ -134,6 +138,9 @@ run idp create --org acme --type saml --name "Acme IdP" --saml-metadata "${work}
 run idp create --org globex --type saml --name "Globex IdP" --saml-metadata "${work}/b-metadata.xml" \
   --settings '{"allow_idp_initiated": true, "sign_authn_requests": true, "trust_email": true}' \
   >"${work}/provider-b.json"
+# Hooli: assertions must be encrypted to Lintel's SP key.
+run idp create --org hooli --type saml --name "Hooli IdP" --saml-metadata "${work}/c-metadata.xml" \
+  --settings '{"require_encrypted_assertions": true}' >"${work}/provider-c.json"
 REDIRECT_URI="http://127.0.0.1:9/rp/callback"
 created=$(run oidc-client create --name "SAML E2E RP" --first-party --redirect-uri "$REDIRECT_URI" \
   --scope openid --scope email --scope profile --scope org)
@@ -141,7 +148,8 @@ CLIENT_ID=$(echo "$created" | field client_id)
 CLIENT_SECRET=$(echo "$created" | field client_secret)
 cat >"${work}/setup.json" <<EOF
 {"a": {"org_id": "${ACME_ID}", "slug": "acme", "entity_id": "${A_ENTITY}", "sso_url": "${A_SSO}"},
- "b": {"org_id": "${GLOBEX_ID}", "slug": "globex", "entity_id": "${B_ENTITY}", "sso_url": "${B_SSO}"}}
+ "b": {"org_id": "${GLOBEX_ID}", "slug": "globex", "entity_id": "${B_ENTITY}", "sso_url": "${B_SSO}"},
+ "c": {"org_id": "${HOOLI_ID}", "slug": "hooli", "entity_id": "${C_ENTITY}", "sso_url": "${C_SSO}"}}
 EOF
 export LINTEL="$issuer" ISSUER="$issuer" WORK="$work" ADMIN_KEY VICTIM_EMAIL LINKED_EMAIL CLIENT_ID CLIENT_SECRET \
   REDIRECT_URI RP_NODE_DIR="$node_dir"

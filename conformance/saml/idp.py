@@ -19,6 +19,7 @@ from saml2.config import IdPConfig
 from saml2.metadata import create_metadata_string
 from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NameID
 from saml2.server import Server
+from saml2.sigver import RSA_OAEP_MGF1P, pre_encryption_part
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
 NS = {
@@ -26,6 +27,7 @@ NS = {
     "saml": "urn:oasis:names:tc:SAML:2.0:assertion",
     "ds": "http://www.w3.org/2000/09/xmldsig#",
 }
+AES256_CBC = "http://www.w3.org/2001/04/xmlenc#aes256-cbc"
 XMLSEC = os.environ.get("XMLSEC1", "/usr/bin/xmlsec1")
 RESPONSE = "urn:oasis:names:tc:SAML:2.0:protocol:Response"
 ASSERTION = "urn:oasis:names:tc:SAML:2.0:assertion:Assertion"
@@ -135,6 +137,32 @@ class CorpIdp:
             assert doc.find("ds:Signature", NS) is not None
             xml = self.server.sec.sign_statement(xml, RESPONSE, node_id=doc.get("ID"))
         return xml
+
+    def sp_encryption_cert(self, sp_entity_id):
+        """The base64 DER of the SP metadata's encryption (or unmarked) certificate."""
+        certs = self.server.metadata.certs(sp_entity_id, "any", "encryption")
+        assert certs, f"no encryption certificate in the metadata of {sp_entity_id}"
+        return certs[0][1]
+
+    def encrypt(self, xml, cert_b64, msg_enc=AES256_CBC, session_key="aes-256"):
+        """Replace the Assertion by an EncryptedAssertion (XML-Enc: `msg_enc` content
+        encryption, RSA-OAEP key transport to `cert_b64`), done by xmlsec1 through pysaml2."""
+        cert_b64 = "".join(cert_b64.split())
+        doc = parse(xml)
+        a = doc.find("saml:Assertion", NS)
+        enc = etree.Element("{%s}EncryptedAssertion" % NS["saml"])
+        a.addprevious(enc)
+        enc.append(a)
+        pem = "-----BEGIN CERTIFICATE-----\n" + "\n".join(
+            cert_b64[i:i + 64] for i in range(0, len(cert_b64), 64)) + "\n-----END CERTIFICATE-----\n"
+        fd, path = tempfile.mkstemp(suffix=".pem", prefix="sp-enc-")
+        with os.fdopen(fd, "w") as f:
+            f.write(pem)
+        try:
+            template = pre_encryption_part(msg_enc=msg_enc, key_enc=RSA_OAEP_MGF1P, encrypt_cert=cert_b64)
+            return self.server.sec.encrypt_assertion(tostring(doc), path, str(template), key_type=session_key)
+        finally:
+            os.unlink(path)
 
 
 def b64(xml):

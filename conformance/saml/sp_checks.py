@@ -42,6 +42,7 @@ def load(name):
 
 A = load("provider-a.json")
 B = load("provider-b.json")
+C = load("provider-c.json")
 SETUP = load("setup.json")  # org ids, IdP entity ids / SSO URLs (saml.sh)
 
 
@@ -59,12 +60,14 @@ def make_idp(which, key="idp", want_signed=False):
 # --- setup: the IdPs read Lintel's SP metadata (pysaml2 refuses metadata it cannot parse) ---
 # Globex's IdP wants signed AuthnRequests (provider B has sign_authn_requests on).
 idp_a, idp_b, evil_a = make_idp("a"), make_idp("b", want_signed=True), make_idp("a", "other")
+idp_c = make_idp("c")
 LOGIN_A, ACS_A, SPID_A, MD_A = endpoints(A)
 LOGIN_B, ACS_B, SPID_B, MD_B = endpoints(B)
+LOGIN_C, ACS_C, SPID_C, MD_C = endpoints(C)
 
 
 def sp_metadata():
-    for idp, md in ((idp_a, MD_A), (evil_a, MD_A), (idp_b, MD_B)):
+    for idp, md in ((idp_a, MD_A), (evil_a, MD_A), (idp_b, MD_B), (idp_c, MD_C)):
         r = Browser(BASE).get(md)
         assert r.status_code == 200, (md, r.status_code)
         assert "SPSSODescriptor" in r.text
@@ -244,6 +247,47 @@ def b_existing_user_linked():
 
 
 T.check("(a) an existing user's email from an IdP with trust_email (verified domain): linked", b_existing_user_linked)
+
+
+def encrypted(sign_response, to_cert=None, expect_ok=True, reasons=None):
+    """Hooli requires encrypted assertions: pysaml2 signs the assertion, xmlsec1 encrypts it
+    (AES-256-CBC, RSA-OAEP) to the encryption certificate of Lintel's SP metadata (or to
+    `to_cert`), then the Response is signed or not."""
+    u = user("enc", domain="hooli.test", given="En", family="Crypted")
+    b = Browser(BASE)
+    req, relay = start(b, LOGIN_C, idp_c, ACS_C, SPID_C)
+    xml = idp_c.response_xml(u, req.id, ACS_C, SPID_C, sign_response=sign_response, sign_assertion=True)
+    xml = idp_c.encrypt(xml, to_cert or idp_c.sp_encryption_cert(SPID_C))
+    assert "EncryptedAssertion" in xml and "saml:Assertion" not in xml.replace("EncryptedAssertion", "")
+    if sign_response:
+        xml = idp_c.resign(xml, assertion=False)
+    resp = post_acs(b, ACS_C, xml, relay)
+    if expect_ok:
+        assert_signed_in(b, resp, u["email"])
+    else:
+        assert_rejected(b, resp, reasons=reasons)
+
+
+def other_cert():
+    with open(os.path.join(WORK, "a-other.crt")) as f:
+        return "".join(line.strip() for line in f if "CERTIFICATE" not in line)
+
+
+T.check("(a) encrypted assertion (AES-256-CBC, RSA-OAEP), Response signed: decrypted, signed in",
+        encrypted, True)
+T.check("(a) encrypted assertion, only the Assertion (inside) signed: signed in", encrypted, False)
+T.check("(c) rejected: assertion encrypted to another key", encrypted, True, to_cert=other_cert(),
+        expect_ok=False, reasons=["encryption"])
+
+
+def plain_when_encryption_required():
+    b = Browser(BASE)
+    req, relay = start(b, LOGIN_C, idp_c, ACS_C, SPID_C)
+    xml = idp_c.response_xml(user("plain", domain="hooli.test"), req.id, ACS_C, SPID_C)
+    assert_rejected(b, post_acs(b, ACS_C, xml, relay), reasons=["encryption"])
+
+
+T.check("(c) rejected: a plain assertion where encryption is required", plain_when_encryption_required)
 
 
 # --- (b) IdP-initiated ---
