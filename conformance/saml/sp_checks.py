@@ -1,18 +1,24 @@
 """SAML conformance against a live Lintel: pysaml2 (conformance/saml/idp.py) is the corporate
-IdP of two orgs; `requests` is the browser.
+IdP of three orgs; `requests` is the browser.
 
-  Acme   provider A: SP-initiated only (allow_idp_initiated off), group "acme-admins" -> admin
-  Globex provider B: IdP-initiated allowed
+  Acme   provider A: SP-initiated only, OID attribute names, group "acme-admins" -> admin,
+                     emails not trusted
+  Globex provider B: IdP-initiated allowed, signed AuthnRequests, default attribute mapping,
+                     emails trusted (existing users linked)
+  Hooli  provider C: encrypted assertions required
 
-(a) SP-initiated login with Response and/or Assertion signed; JIT user with mapped names/role.
+(a) SP-initiated login with Response and/or Assertion signed; JIT user with mapped names/role;
+    signed AuthnRequests; linking of an existing user only with trust_email; encryption.
 (b) IdP-initiated: accepted by B, replay refused; refused by A.
 (c) must-reject responses (wrong key, edited after signing, wrong audience/destination/
     recipient/issuer, expired, not yet valid, replay, InResponseTo of another request or
-    unknown, unsigned, two assertions, DOCTYPE, XSW wrapping); each: no session.
-    NameID comment injection (CVE-2017-11427): never the truncated identity.
+    unknown, unsigned, two assertions, DOCTYPE, XSW1-8, encryption); each: no session and an
+    error page naming the expected reason. NameID comment injection (CVE-2017-11427): never
+    the truncated identity.
 
 Env: LINTEL, ADMIN_KEY, WORK (dir with the keys, provider JSON files from `lintel idp create`,
-and the IdP settings written by saml.sh), VICTIM_EMAIL (a password user of Acme).
+and setup.json written by saml.sh), VICTIM_EMAIL (a password user of Acme), LINKED_EMAIL (a
+password user of Globex).
 """
 import copy
 import html
