@@ -82,18 +82,10 @@ run() {
     "$lintel" "$@")
 }
 field() { python3 -c 'import json, sys; print(json.loads(sys.stdin.read())[sys.argv[1]])' "$1"; }
-# Home-realm discovery routes only verified domains (README, federation section). No CLI or
-# API verifies a domain yet, so this writes the row orgs::add_domain followed by
-# orgs::set_domain_verified would, into this run's own SQLite database.
+# Home-realm discovery routes only verified domains (README, federation section); the
+# operator vouches for them with `org add-domain --verified`.
 add_verified_domain() { # ORG_ID DOMAIN
-  python3 - "${work}/lintel.db" "$1" "$2" <<'PY'
-import datetime, sqlite3, sys, uuid
-db, org_id, domain = sys.argv[1:]
-now = datetime.datetime.now(datetime.timezone.utc).isoformat()
-with sqlite3.connect(db) as c:
-    c.execute("INSERT INTO org_domains (domain_id, org_id, domain, verified, created_at) VALUES (?, ?, ?, 1, ?)",
-              (uuid.uuid4().bytes, uuid.UUID(org_id).bytes, domain, now))
-PY
+  run org add-domain --org "$1" --domain "$2" --verified >/dev/null
 }
 
 step "IdP keys (openssl) and metadata (pysaml2)"

@@ -349,6 +349,25 @@ pub enum OrgCommand {
         #[arg(long, default_value = "member")]
         role: String,
     },
+    /// Claim an email domain for the organization (home-realm discovery, account linking).
+    AddDomain {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        domain: String,
+        /// Mark it verified at once (the operator vouches that the org controls it).
+        #[arg(long)]
+        verified: bool,
+    },
+    /// Mark a claimed domain verified (or, with --unverified, not).
+    VerifyDomain {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        unverified: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -509,6 +528,34 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
                 "url_safe_org_name": org.url_safe_org_name,
                 "created_at": org.created_at,
             }));
+            Ok(())
+        }
+        Command::Org(OrgCommand::AddDomain {
+            org,
+            domain,
+            verified,
+        }) => {
+            let db = app::open_store(&config).await?;
+            let id = app::identity(&config, db, clock)?;
+            let org_id = identity::orgs::resolve(&id, &org).await?.org_id;
+            let mut d = identity::orgs::add_domain(&id, org_id, &domain).await?;
+            if verified {
+                identity::orgs::set_domain_verified(&id, org_id, &d.domain, true).await?;
+                d.verified = true;
+            }
+            print(serde_json::to_value(&d).unwrap_or_default());
+            Ok(())
+        }
+        Command::Org(OrgCommand::VerifyDomain {
+            org,
+            domain,
+            unverified,
+        }) => {
+            let db = app::open_store(&config).await?;
+            let id = app::identity(&config, db, clock)?;
+            let org_id = identity::orgs::resolve(&id, &org).await?.org_id;
+            identity::orgs::set_domain_verified(&id, org_id, &domain, !unverified).await?;
+            print(json!({ "org_id": org_id, "domain": domain, "verified": !unverified }));
             Ok(())
         }
         Command::Org(OrgCommand::AddMember { org, user, role }) => {

@@ -316,6 +316,36 @@ async fn cli_imports_saml_metadata(db: TestDb) {
     let (code, out, err) = run(
         &db,
         &[
+            "org",
+            "add-domain",
+            "--org",
+            slug,
+            "--domain",
+            "CLI.example",
+            "--verified",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let d: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(d["domain"], "cli.example");
+    assert_eq!(d["verified"], true);
+    let (code, out, err) = run(
+        &db,
+        &[
+            "org",
+            "verify-domain",
+            "--org",
+            slug,
+            "--domain",
+            "cli.example",
+            "--unverified",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"verified\":false"), "{out}");
+    let (code, out, err) = run(
+        &db,
+        &[
             "idp",
             "create",
             "--org",
@@ -466,4 +496,92 @@ async fn expired_requests_are_purged_and_expiring_certificates_reported(db: Test
     );
     drop(c);
     db.drop_database().await;
+}
+
+on_both_backends!(only_super_admins_verify_domains);
+
+async fn only_super_admins_verify_domains(app: TestApp) {
+    use lintel::identity::users::{self, NewUser};
+    let id = &app.state.identity;
+    let (owner, _) = users::create(
+        id,
+        NewUser {
+            email: "owner@verify.test".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let org = orgs::create(id, "Verify Org", None).await.unwrap();
+    lintel::identity::memberships::add(id, org.org_id, owner.user_id, "owner")
+        .await
+        .unwrap();
+    let (_, owner_key) = api_keys::create(
+        id,
+        NewApiKey {
+            user_id: Some(owner.user_id),
+            org_id: Some(org.org_id),
+            permissions: vec!["org:write".into(), "org:read".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let owner_key = owner_key.expose().clone();
+    let admin = admin_key(&app).await;
+    let base = format!("/organizations/{}/domains", org.org_id);
+    let (s, d) = call(
+        &app,
+        &owner_key,
+        Method::POST,
+        &base,
+        Some(json!({"domain": "verify.test"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    assert_eq!(d["verified"], false);
+    // The org cannot vouch for itself.
+    let (s, e) = call(
+        &app,
+        &owner_key,
+        Method::PUT,
+        &format!("{base}/verify.test/verified"),
+        Some(json!({"verified": true})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    assert!(
+        orgs::org_for_email_domain(id, "x@verify.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (s, d) = call(
+        &app,
+        &admin,
+        Method::PUT,
+        &format!("{base}/Verify.Test/verified"),
+        Some(json!({"verified": true})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(d["verified"], true);
+    assert_eq!(
+        orgs::org_for_email_domain(id, "x@verify.test")
+            .await
+            .unwrap()
+            .unwrap()
+            .org_id,
+        org.org_id
+    );
+    let (s, _) = call(
+        &app,
+        &admin,
+        Method::PUT,
+        &format!("{base}/unclaimed.test/verified"),
+        Some(json!({"verified": true})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    app.finish().await;
 }

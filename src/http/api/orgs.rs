@@ -23,6 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_login_methods))
         .routes(routes!(set_login_method))
         .routes(routes!(list_domains, add_domain))
+        .routes(routes!(set_domain_verified))
         .routes(routes!(remove_domain))
 }
 
@@ -260,6 +261,39 @@ pub async fn add_domain(
     let scope = authorize_org(&caller.id, &caller.principal, org_id, perm::ORG_WRITE).await?;
     let d = orgs::add_domain(&caller.id, scope.org_id(), &body.domain).await?;
     Ok((StatusCode::CREATED, axum::Json(d.into())))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetDomainVerified {
+    pub verified: bool,
+}
+
+/// Marks a claimed domain verified or not. Super-admin keys only: a verified domain routes
+/// its addresses' logins to the org's IdP and lets that IdP link existing accounts, so an
+/// org cannot vouch for itself.
+#[utoipa::path(put, path = "/organizations/{org_id}/domains/{domain}/verified", tag = "organizations",
+    params(("org_id" = Uuid, Path), ("domain" = String, Path)), request_body = SetDomainVerified,
+    responses((status = 200, body = Domain),
+              (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+pub async fn set_domain_verified(
+    caller: Caller,
+    Path((org_id, domain)): Path<(Uuid, String)>,
+    Json(body): Json<SetDomainVerified>,
+) -> Result<axum::Json<Domain>, ApiError> {
+    let scope = authorize_org(&caller.id, &caller.principal, org_id, perm::ORG_WRITE).await?;
+    if !caller.principal.key.is_admin {
+        return Err(ApiError::Forbidden(
+            "only a super-admin key may verify a domain".into(),
+        ));
+    }
+    orgs::set_domain_verified(&caller.id, scope.org_id(), &domain, body.verified).await?;
+    let d = orgs::list_domains(&caller.id, scope.org_id())
+        .await?
+        .into_iter()
+        .find(|d| orgs::normalize_domain(&domain).is_ok_and(|n| n == d.domain))
+        .ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(d.into()))
 }
 
 #[utoipa::path(delete, path = "/organizations/{org_id}/domains/{domain}", tag = "organizations",
