@@ -77,6 +77,9 @@ step "seed (CLI)"
 run migrate >/dev/null
 UMBRELLA_ID=$(run org create --name Umbrella --slug umbrella | field org_id)
 INITECH_ID=$(run org create --name Initech --slug initech | field org_id)
+# JIT creates users only with addresses of the org's verified domains (the operator vouches).
+run org add-domain --org umbrella --domain umbrella.test --verified >/dev/null
+run org add-domain --org initech --domain initech.test --verified >/dev/null
 ADMIN_KEY=$(run api-key create --admin --description oidc-upstream-conformance | field key)
 UP_CLIENT_ID="lintel-conformance"
 UP_CLIENT_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')

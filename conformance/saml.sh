@@ -112,11 +112,13 @@ GLOBEX_ID=$(run org create --name Globex --slug globex | field org_id)
 HOOLI_ID=$(run org create --name Hooli --slug hooli | field org_id)
 add_verified_domain "$ACME_ID" acme.test
 add_verified_domain "$GLOBEX_ID" globex.test
+add_verified_domain "$HOOLI_ID" hooli.test
 VICTIM_EMAIL="victim@acme.test"
 echo "victim-password-1" | run user create --email "$VICTIM_EMAIL" --first-name Vic --last-name Tim --password-stdin >/dev/null
 run org add-member --org acme --user "$VICTIM_EMAIL" >/dev/null
 LINKED_EMAIL="linked@globex.test"
-echo "linked-password-1" | run user create --email "$LINKED_EMAIL" --first-name Lin --last-name Ked --password-stdin >/dev/null
+# Confirmed: only an account whose owner proved the address can be linked to an IdP.
+echo "linked-password-1" | run user create --email "$LINKED_EMAIL" --first-name Lin --last-name Ked --password-stdin --email-confirmed >/dev/null
 run org add-member --org globex --user "$LINKED_EMAIL" >/dev/null
 ADMIN_KEY=$(run api-key create --admin --description saml-conformance | field key)
 # Acme: attribute names as pysaml2 sends them (the OIDs of mail/givenName/sn); groups -> role.

@@ -386,6 +386,9 @@ pub enum UserCommand {
         first_name: Option<String>,
         #[arg(long)]
         last_name: Option<String>,
+        /// Mark the email confirmed (the operator vouches for it, e.g. on import).
+        #[arg(long)]
+        email_confirmed: bool,
     },
     /// Set a user's password (read from stdin); ends the user's sessions.
     SetPassword {
@@ -1116,6 +1119,7 @@ async fn user_admin(id: &identity::Identity, cmd: UserCommand) -> Result<(), Fai
             password_stdin,
             first_name,
             last_name,
+            email_confirmed,
         } => {
             let password = if password_stdin {
                 Some(read_password().map_err(Failure::Command)?)
@@ -1133,7 +1137,18 @@ async fn user_admin(id: &identity::Identity, cmd: UserCommand) -> Result<(), Fai
                 last_name,
                 org_id,
             };
-            let (user, membership) = users::create(id, new).await?;
+            let (mut user, membership) = users::create(id, new).await?;
+            if email_confirmed {
+                user = users::update(
+                    id,
+                    user.user_id,
+                    users::UserPatch {
+                        email_confirmed: Some(true),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            }
             let mut out = user_json(&user);
             out["org_id"] = json!(membership.as_ref().map(|m| m.org_id));
             out["user_role"] = json!(membership.as_ref().map(|m| m.user_role.clone()));

@@ -18,6 +18,8 @@ use chrono::Duration;
 use std::sync::Arc;
 use uuid::Uuid;
 
+const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
+
 /// How long a started federated login may take.
 pub const REQUEST_TTL_SECS: i64 = 600;
 
@@ -245,6 +247,10 @@ async fn acs_checked(
     };
     let urls = fed.sp_urls(p.provider_id);
     let a = response::validate(saml_response, idp, &urls.config(fed), expect, now)?;
+    // SAML core §8.3.8: a transient identifier is for one session only.
+    if a.name_id_format.as_deref() == Some(TRANSIENT) {
+        return Err(FederationError::TransientNameId);
+    }
     let asserted = Asserted {
         subject: a.name_id.clone(),
         attributes: a.attributes.clone(),
@@ -351,11 +357,11 @@ pub async fn oidc_callback(
                 "the request belongs to another provider",
             ));
         }
+        // RFC 9207: an `iss` in the response (errors too) must be the provider's.
+        super::oidc_upstream::check_response_iss(&cfg, field("iss"))?;
         if let Some(err) = field("error") {
             return Err(FederationError::Refused(err.chars().take(100).collect()));
         }
-        // RFC 9207: an `iss` in the response must be the provider's (mix-up defence).
-        super::oidc_upstream::check_response_iss(&cfg, field("iss"))?;
         let code = field("code").ok_or(FederationError::Refused("no code".into()))?;
         let verifier = row
             .pkce_verifier

@@ -78,13 +78,21 @@ pub async fn provision(
         .ok_or(FederationError::MissingEmail)
         .and_then(|e| users::normalize_email(e).map_err(|_| FederationError::MissingEmail))?;
     let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+    // An IdP speaks only for addresses of its org's verified domains: a new user with any
+    // other address would squat it (and a later password reset by its owner would leave
+    // the IdP a way in).
+    let domain_verified = store::org_settings::find_domain(&mut tx, org.org_id, domain)
+        .await
+        .map_err(IdentityError::from)?
+        .is_some_and(|d| d.verified);
+    // An upstream OIDC provider vouches for an address only with `email_verified: true`
+    // (OIDC Core §5.1; an absent claim proves nothing); a SAML IdP's assertion is its word.
+    let email_vouched = match asserted.email_verified {
+        Some(v) => v,
+        None => provider.kind == "saml",
+    };
     // The org trusts this IdP for the address when it says so and has verified the domain.
-    let trusted = settings.trust_email
-        && asserted.email_verified != Some(false)
-        && store::org_settings::find_domain(&mut tx, org.org_id, domain)
-            .await
-            .map_err(IdentityError::from)?
-            .is_some_and(|d| d.verified);
+    let trusted = settings.trust_email && email_vouched && domain_verified;
     let provider_ref = json!({ "provider_id": provider.provider_id, "type": provider.kind });
 
     let link = store::federation::find_link(&mut tx, provider.provider_id, &asserted.subject)
@@ -107,9 +115,11 @@ pub async fn provision(
                 .map_err(IdentityError::from)?;
             let (user, created) = match existing {
                 // An account with this email exists: linked only when the org trusts the
-                // IdP for the domain; otherwise the login is refused (no takeover).
-                Some(u) if trusted => (u, false),
+                // IdP for the domain and the account's owner proved the address (an
+                // unconfirmed account may be someone else's squat); otherwise refused.
+                Some(u) if trusted && u.email_confirmed => (u, false),
                 Some(_) => return Err(FederationError::AccountExists),
+                None if !domain_verified => return Err(FederationError::DomainNotVerified),
                 None => {
                     let user = User {
                         first_name: mapped.first_name.clone(),
@@ -163,6 +173,9 @@ pub async fn provision(
     };
     if !user.enabled {
         return Err(IdentityError::AccountDisabled.into());
+    }
+    if user.locked {
+        return Err(IdentityError::AccountLocked { until: None }.into());
     }
 
     // Later logins bring the mapped names up to date (the email is never changed by an IdP).
@@ -250,6 +263,13 @@ pub async fn provision(
         audit::record(&mut tx, id, event).await?;
     }
 
+    // A membership the org's SCIM client deactivated opens nothing.
+    if !store::scim::resources::membership_active(&mut tx, org.org_id, user.user_id)
+        .await
+        .map_err(IdentityError::from)?
+    {
+        return Err(IdentityError::AccountDisabled.into());
+    }
     let ctx = LoginContext {
         org_id: Some(org.org_id),
         ..ctx.clone()

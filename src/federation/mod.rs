@@ -36,6 +36,12 @@ pub enum FederationError {
     MissingEmail,
     #[error("an account with this email exists and is not linked to this identity provider")]
     AccountExists,
+    /// A new user's email is outside the org's verified domains.
+    #[error("the email's domain is not a verified domain of the organization")]
+    DomainNotVerified,
+    /// A transient NameID changes every login: it cannot identify a user.
+    #[error("the identity provider sent a transient NameID")]
+    TransientNameId,
     #[error("the organization does not allow this login method")]
     MethodNotAllowed,
     #[error("the identity provider is misconfigured: {0}")]
@@ -57,6 +63,8 @@ impl FederationError {
             FederationError::Replay => "response already used".into(),
             FederationError::MissingEmail => "no email address".into(),
             FederationError::AccountExists => "account exists".into(),
+            FederationError::DomainNotVerified => "email domain not verified".into(),
+            FederationError::TransientNameId => "transient NameID".into(),
             FederationError::MethodNotAllowed => "login method not allowed".into(),
             FederationError::Config(_) => "identity provider misconfigured".into(),
             FederationError::Identity(IdentityError::AccountDisabled) => "account disabled".into(),

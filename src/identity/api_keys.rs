@@ -147,15 +147,46 @@ pub async fn create(
 
 /// Resolves a presented key. Malformed, unknown and revoked keys are `TokenInvalid`,
 /// expired ones `TokenExpired`; a key whose owner is disabled or locked stops working.
+/// This node's memory of verified keys (by the SHA-256 of the secret) for
+/// [`super::ttl_cache::TTL`]: a request with a remembered key reads nothing. Revoking a key,
+/// or disabling, locking or deleting its owner, on this node forgets it at once; on another
+/// node it stops working within the TTL. Expiry is checked on every request.
+fn verified() -> &'static super::ttl_cache::Cache<ApiKey> {
+    static C: std::sync::OnceLock<super::ttl_cache::Cache<ApiKey>> = std::sync::OnceLock::new();
+    C.get_or_init(super::ttl_cache::Cache::new)
+}
+
+/// Forgets a remembered key (after a change to it on this node).
+pub fn forget_key(api_key_id: Uuid) {
+    verified().retain(|_, k| k.api_key_id != api_key_id);
+}
+
+/// Forgets every remembered key of a user (disabled, locked, deleted on this node).
+pub fn forget_user(user_id: Uuid) {
+    verified().retain(|_, k| k.user_id != Some(user_id));
+}
+
 pub async fn authenticate(id: &Identity, presented: &str) -> Result<Principal, IdentityError> {
     let now = id.clock.now();
     let Some((prefix, secret)) = parse(presented) else {
         return Err(IdentityError::TokenInvalid);
     };
+    let presented_hash = hash_secret(secret);
+    let fresh =
+        |t: Option<DateTime<Utc>>| t.is_some_and(|t| now - t < chrono::Duration::seconds(60));
+    if let Some(key) = verified().get(&presented_hash)
+        && key.key_prefix == prefix
+    {
+        if key.expires_at.is_some_and(|t| t <= now) {
+            return Err(IdentityError::TokenExpired);
+        }
+        if fresh(key.last_used_at) {
+            return Ok(Principal { key });
+        }
+    }
     let mut c = id.db.conn().await?;
     let found = store::api_keys::find_by_prefix(&mut c, prefix).await?;
-    let presented_hash = hash_secret(secret);
-    let Some(key) = found else {
+    let Some(mut key) = found else {
         return Err(IdentityError::TokenInvalid);
     };
     if !bool::from(presented_hash.as_bytes().ct_eq(key.key_hash.as_bytes())) || key.revoked {
@@ -172,12 +203,11 @@ pub async fn authenticate(id: &Identity, presented: &str) -> Result<Principal, I
             return Err(IdentityError::TokenInvalid);
         }
     }
-    if key
-        .last_used_at
-        .is_none_or(|t| now - t >= chrono::Duration::seconds(60))
-    {
+    if !fresh(key.last_used_at) {
         store::api_keys::touch(&mut c, key.api_key_id, now).await?;
+        key.last_used_at = Some(now);
     }
+    verified().put(presented_hash, key.clone());
     Ok(Principal { key })
 }
 
@@ -187,6 +217,7 @@ pub async fn revoke(id: &Identity, api_key_id: Uuid) -> Result<ApiKey, IdentityE
     let mut key = store::api_keys::get(&mut tx, api_key_id)
         .await?
         .ok_or(IdentityError::NotFound { what: "api key" })?;
+    forget_key(api_key_id);
     if store::api_keys::revoke(&mut tx, api_key_id).await? {
         audit::record(
             &mut tx,
@@ -202,6 +233,7 @@ pub async fn revoke(id: &Identity, api_key_id: Uuid) -> Result<ApiKey, IdentityE
         .await?;
     }
     tx.commit().await?;
+    forget_key(api_key_id);
     key.revoked = true;
     Ok(key)
 }

@@ -122,7 +122,8 @@ pub(crate) async fn create_in(
     if user.locked || temp_lock.is_some() {
         return Err(IdentityError::AccountLocked { until: temp_lock });
     }
-    if user.update_password_required {
+    // A federated login does not use the password, so a pending change does not block it.
+    if user.update_password_required && !new.auth_methods.iter().any(|m| m == "fed") {
         return Err(IdentityError::PasswordChangeRequired);
     }
     if let Some(org_id) = new.org_id

@@ -308,6 +308,7 @@ pub async fn set_enabled(
     )
     .await?;
     tx.commit().await?;
+    super::api_keys::forget_user(user_id);
     Ok(user)
 }
 
@@ -325,6 +326,7 @@ pub async fn lock(id: &Identity, user_id: Uuid) -> Result<User, IdentityError> {
     )
     .await?;
     tx.commit().await?;
+    super::api_keys::forget_user(user_id);
     Ok(user)
 }
 
@@ -389,6 +391,7 @@ pub async fn delete(id: &Identity, user_id: Uuid) -> Result<(), IdentityError> {
         return Err(IdentityError::NotFound { what: "user" });
     }
     tx.commit().await?;
+    super::api_keys::forget_user(user_id);
     Ok(())
 }
 

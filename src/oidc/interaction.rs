@@ -184,6 +184,12 @@ pub async fn second_factor(
         ..origin.clone()
     };
     match login::second_factor(id, p.u, code, &origin.ctx()).await {
+        // After a federated login the first factor was the IdP's, not a password.
+        Ok(amr) if p.amr.iter().any(|m| m == "fed") => {
+            let mut all = p.amr.clone();
+            all.extend(amr.into_iter().filter(|m| m != "pwd" && !p.amr.contains(m)));
+            done(id, p.u, all, &origin).await
+        }
         Ok(amr) => done(id, p.u, amr, &origin).await,
         Err(IdentityError::PasswordChangeRequired) => {
             let amr = if crate::identity::mfa::normalize_totp_input(code).is_some() {
@@ -369,11 +375,20 @@ pub async fn authorize(
         },
         (Ok(authorize::Next::Issue), Some(s)) => {
             match pick_org(id, &client, &req, params, s).await? {
-                // An org that refuses passwords (it requires SSO) takes no password session.
+                // An org that requires its SSO takes no other session: an org-bound
+                // client's user signs in again (the hosted login hands off to the org's
+                // IdP); elsewhere the request is refused.
                 OrgChoice::Use(Some(org)) if !session_allowed_in(id, s, org).await? => {
-                    redirect_err(&OidcError::AccessDenied(
-                        "the organization requires single sign-on".into(),
-                    ))
+                    if client.org_id == Some(org) && !req.prompt.iter().any(|x| x == "none") {
+                        Outcome::Login {
+                            client_name: client.name.clone(),
+                            login_hint: req.login_hint.clone(),
+                        }
+                    } else {
+                        redirect_err(&OidcError::AccessDenied(
+                            "the organization requires single sign-on".into(),
+                        ))
+                    }
                 }
                 OrgChoice::Use(org) => Outcome::Redirect(
                     authorize::issue_code(id, &p.issuer, &client, &req, s, org).await?,
@@ -391,11 +406,12 @@ pub async fn authorize(
     Ok((outcome, Some(client)))
 }
 
-/// Whether the session's way of signing in is one the org allows: a password session only
-/// where the org allows passwords (`org_login_methods`); federated sessions come from the
-/// org's own IdP or are refused by it.
+/// Whether the session's way of signing in is one the org accepts: a federated session
+/// opened for this org (through its own IdP) always; any other session only where the org
+/// allows passwords (`org_login_methods`) — an org that turned passwords off requires its
+/// own SSO, not another org's.
 async fn session_allowed_in(id: &Identity, s: &Session, org_id: Uuid) -> Result<bool, OidcError> {
-    if !s.auth_methods.0.iter().any(|m| m == "pwd") {
+    if s.org_id == Some(org_id) && s.auth_methods.0.iter().any(|m| m == "fed") {
         return Ok(true);
     }
     match crate::identity::orgs::login_method_allowed(

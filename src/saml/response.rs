@@ -798,6 +798,10 @@ fn check_scd(
         (Some(_), None) => Err(SamlError::InResponseTo(
             "unsolicited assertion must not have InResponseTo".into(),
         )),
+        // Profiles §4.1.4.2: in response to an AuthnRequest, it MUST match the request.
+        (None, Some(_)) => Err(SamlError::InResponseTo(
+            "subject confirmation does not name the request".into(),
+        )),
         _ => Ok(na),
     }
 }
@@ -1316,6 +1320,19 @@ pub(crate) mod tests {
         ));
         let r = R {
             irt: None,
+            ..R::default()
+        };
+        assert!(matches!(check_r(r), Err(SamlError::InResponseTo(_))));
+    }
+
+    #[test]
+    fn a_solicited_subject_confirmation_must_name_the_request() {
+        // Only the Assertion is signed: the Response's InResponseTo is not, so the signed
+        // SubjectConfirmationData must carry it (profiles §4.1.4.2).
+        let r = R {
+            scd_irt: None,
+            sign_response: false,
+            sign_assertion: true,
             ..R::default()
         };
         assert!(matches!(check_r(r), Err(SamlError::InResponseTo(_))));

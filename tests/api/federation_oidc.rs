@@ -52,6 +52,12 @@ async fn upstream_oidc_login_provisions_the_user(app: TestApp) {
     let (up, up_issuer) = upstream_idp().await;
     let id = &app.state.identity;
     let org = orgs::create(id, "Globex", Some("globex")).await.unwrap();
+    orgs::add_domain(id, org.org_id, "globex.test")
+        .await
+        .unwrap();
+    orgs::set_domain_verified(id, org.org_id, "globex.test", true)
+        .await
+        .unwrap();
     // The provider first (its id is in the redirect URI), then the upstream client.
     let p = providers::create(
         id,

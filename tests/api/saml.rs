@@ -33,6 +33,8 @@ on_both_backends!(
 
 const IDP: &str = "https://idp.acme.test/entity";
 const SSO: &str = "https://idp.acme.test/sso";
+const EMAIL_FORMAT: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
+const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
 
 /// What one test response asserts.
 #[derive(Clone)]
@@ -40,6 +42,7 @@ struct Idp {
     key: String,
     cert: String,
     name_id: String,
+    name_id_format: String,
     given: String,
     groups: Vec<String>,
     audience: Option<String>,
@@ -51,6 +54,7 @@ impl Idp {
             key: testdata("idp.key.pem"),
             cert: testdata("idp.crt.pem"),
             name_id: "alice@acme.test".into(),
+            name_id_format: EMAIL_FORMAT.into(),
             given: "Alice".into(),
             groups: vec!["admins".into(), "staff".into()],
             audience: None,
@@ -98,7 +102,7 @@ impl Idp {
                 "<saml:Issuer>{idp}</saml:Issuer>{sig}",
                 "<samlp:Status><samlp:StatusCode Value=\"urn:oasis:names:tc:SAML:2.0:status:Success\"/></samlp:Status>",
                 "<saml:Assertion ID=\"{aid}\" Version=\"2.0\" IssueInstant=\"{now}\"><saml:Issuer>{idp}</saml:Issuer>",
-                "<saml:Subject><saml:NameID Format=\"urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress\">{nid}</saml:NameID>",
+                "<saml:Subject><saml:NameID Format=\"{nidf}\">{nid}</saml:NameID>",
                 "<saml:SubjectConfirmation Method=\"urn:oasis:names:tc:SAML:2.0:cm:bearer\"><saml:SubjectConfirmationData NotOnOrAfter=\"{later}\" Recipient=\"{acs}\"{irt}/></saml:SubjectConfirmation></saml:Subject>",
                 "<saml:Conditions NotBefore=\"{before}\" NotOnOrAfter=\"{later}\"><saml:AudienceRestriction><saml:Audience>{aud}</saml:Audience></saml:AudienceRestriction></saml:Conditions>",
                 "<saml:AuthnStatement AuthnInstant=\"{now}\" SessionIndex=\"_s1\"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:Password</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>",
@@ -118,6 +122,7 @@ impl Idp {
             idp = IDP,
             sig = sig,
             nid = self.name_id,
+            nidf = self.name_id_format,
             aud = audience,
             given = self.given,
             groups = groups,
@@ -421,6 +426,30 @@ async fn bad_responses_are_refused_and_recorded(app: TestApp) {
         )
         .await;
     assert_eq!(page.status, 404);
+    // A new user outside the org's verified domains (an IdP squatting an address) and a
+    // transient NameID (it cannot identify anyone next time) are refused.
+    let mut b = Browser::new(&app);
+    let outsider = Idp {
+        name_id: "ceo@other-company.test".into(),
+        ..Idp::new()
+    };
+    let page = saml_login(&mut b, p, &outsider).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("domain not verified"), "{}", page.body);
+    assert!(
+        users::find_by_email(&app.state.identity, "ceo@other-company.test")
+            .await
+            .is_err()
+    );
+    let transient = Idp {
+        name_id_format: TRANSIENT.into(),
+        ..Idp::new()
+    };
+    let start = b.get(&format!("/saml/{}/login", p.provider_id)).await;
+    let (req_id, relay) = authn_request_of(start.location.as_deref().unwrap());
+    let page = post_acs(&mut b, p, &transient.response(p, Some(&req_id)), &relay).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("transient"), "{}", page.body);
     app.finish().await;
 }
 
@@ -494,6 +523,20 @@ async fn existing_accounts_are_linked_only_when_trusted(app: TestApp) {
     )
     .await
     .unwrap();
+    // Trusted, but the account never proved its address (it may be a squat): refused.
+    let page = saml_login(&mut b, &f.provider, &Idp::new()).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(page.body.contains("account exists"), "{}", page.body);
+    users::update(
+        id,
+        existing.user_id,
+        users::UserPatch {
+            email_confirmed: Some(true),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let page = saml_login(&mut b, &f.provider, &Idp::new()).await;
     assert_eq!(page.status, 303, "{}", page.body);
     let user = users::find_by_email(id, "alice@acme.test").await.unwrap();
@@ -545,13 +588,20 @@ async fn orgs_that_require_sso_refuse_password_sessions(app: TestApp) {
     let page = b.get(&auth_path(&s.client_id, &[])).await;
     assert_eq!(page.status, 303, "{}", page.body);
     assert!(page.location.unwrap().starts_with(SSO));
-    // A password session (from the plain sign-in page) gets no code for that org.
+    // A password session (from the plain sign-in page) gets no code for that org: the
+    // user is sent to the org's IdP instead (and `prompt=none` is refused).
     let mut b = Browser::new(&app);
     let login = b.get("/login").await;
     let signed_in = submit_login(&mut b, &login, &bob.email, "correct horse battery").await;
     assert_eq!(signed_in.status, 303, "{}", signed_in.body);
     let page = b.get(&auth_path(&s.client_id, &[])).await;
     assert_eq!(page.status, 303, "{}", page.body);
+    assert!(
+        page.location.as_deref().unwrap().starts_with(SSO),
+        "{}",
+        page.body
+    );
+    let page = b.get(&auth_path(&s.client_id, &[("prompt", "none")])).await;
     let q = query_of(page.location.as_deref().unwrap());
     assert_eq!(q["error"], "access_denied", "{q:?}");
     // /sso/{org_slug} starts the org's SSO.
