@@ -29,6 +29,8 @@ on_both_backends!(
     idp_initiated_login_only_when_allowed,
     existing_accounts_are_linked_only_when_trusted,
     orgs_that_require_sso_refuse_password_sessions,
+    mfa_users_pass_the_totp_step_after_federation,
+    one_orgs_sso_does_not_satisfy_anothers,
 );
 
 const IDP: &str = "https://idp.acme.test/entity";
@@ -609,5 +611,117 @@ async fn orgs_that_require_sso_refuse_password_sessions(app: TestApp) {
     assert_eq!(page.status, 303);
     assert!(page.location.unwrap().starts_with(SSO));
     assert_eq!(b.get("/sso/no-such-org").await.status, 404);
+    app.finish().await;
+}
+
+/// Signs in from the hosted page for `s` through the IdP; the page after the completion.
+async fn hosted_saml_login(b: &mut Browser, p: &IdentityProvider, s: &Setup, idp: &Idp) -> Page {
+    let page = b.get(&auth_path(&s.client_id, &[])).await;
+    let to_idp = submit_login(b, &page, &idp.name_id, "").await;
+    assert_eq!(to_idp.status, 303, "{}", to_idp.body);
+    let (req_id, relay) = authn_request_of(to_idp.location.as_deref().unwrap());
+    let acs = post_acs(b, p, &idp.response(p, Some(&req_id)), &relay).await;
+    assert_eq!(acs.status, 303, "{}", acs.body);
+    b.get(acs.location.as_deref().unwrap()).await
+}
+
+async fn mfa_users_pass_the_totp_step_after_federation(app: TestApp) {
+    let f = saml_org(&app, "acme-mfa", json!({})).await;
+    let s = rp_client(&app).await;
+    let id = &app.state.identity;
+    let mut b = Browser::new(&app);
+    let done = hosted_saml_login(&mut b, &f.provider, &s, &Idp::new()).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let user = users::find_by_email(id, "alice@acme.test").await.unwrap();
+    let e = lintel::identity::mfa::begin_totp_enrolment(id, user.user_id)
+        .await
+        .unwrap();
+    let seed = totp_rs::Secret::try_from_base32(&e.secret_base32).unwrap();
+    let seed: Vec<u8> = AsRef::<[u8]>::as_ref(&seed).to_vec();
+    let step = lintel::identity::mfa::totp_step(lintel::clock::Clock::now(&*id.clock));
+    let code = lintel::identity::mfa::totp_code(&seed, step, 6).unwrap();
+    lintel::identity::mfa::confirm_totp(id, user.user_id, e.device_id, &code)
+        .await
+        .unwrap();
+
+    // The IdP's login is the first factor; Lintel still asks for the TOTP code.
+    let mut b = Browser::new(&app);
+    let mfa = hosted_saml_login(&mut b, &f.provider, &s, &Idp::new()).await;
+    assert_eq!(mfa.status, 200, "{}", mfa.body);
+    assert!(mfa.body.contains(r#"name="code""#), "{}", mfa.body);
+    let next = lintel::identity::mfa::totp_code(&seed, step + 1, 6).unwrap();
+    let done = b
+        .post(
+            "/login/mfa",
+            &[
+                ("code", next.as_str()),
+                ("csrf", &crate::oidc::hidden(&mfa.body, "csrf")),
+                ("auth", &crate::oidc::hidden(&mfa.body, "auth")),
+                ("pending", &crate::oidc::hidden(&mfa.body, "pending")),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let q = query_of(done.location.as_deref().unwrap());
+    let (st, tokens) = exchange(&app, &s, &q["code"]).await;
+    assert_eq!(st, 200, "{tokens}");
+    let (_, claims) = crate::oidc::verify_jwt(&app, tokens["id_token"].as_str().unwrap()).await;
+    assert_eq!(claims["amr"], json!(["fed", "saml", "otp", "mfa"]));
+    app.finish().await;
+}
+
+async fn one_orgs_sso_does_not_satisfy_anothers(app: TestApp) {
+    let id = &app.state.identity;
+    let a = saml_org(&app, "acme-a", json!({})).await;
+    // Org B requires its own SSO (passwords off); Alice belongs to both.
+    let org_b = orgs::create(id, "Beta", Some("beta")).await.unwrap();
+    let pb = providers::create(
+        id,
+        org_b.org_id,
+        NewProvider {
+            kind: "saml".into(),
+            name: "Beta IdP".into(),
+            config: json!({"entity_id": IDP, "sso_url": SSO,
+                           "certificates": [testdata("idp.crt.pem")]}),
+            client_secret: None,
+            enabled: true,
+        },
+    )
+    .await
+    .unwrap();
+    orgs::set_login_method(id, org_b.org_id, "password", false)
+        .await
+        .unwrap();
+    let mut b = Browser::new(&app);
+    let done = saml_login(&mut b, &a.provider, &Idp::new()).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let alice = users::find_by_email(id, "alice@acme.test").await.unwrap();
+    lintel::identity::memberships::add(id, org_b.org_id, alice.user_id, "member")
+        .await
+        .unwrap();
+    let (client, _) = clients::create(
+        id,
+        NewClient {
+            name: "Beta app".into(),
+            org_id: Some(org_b.org_id),
+            redirect_uris: vec![REDIRECT.into()],
+            first_party: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // The session from A's IdP is not B's SSO: B's client sends Alice to B's IdP.
+    let page = b.get(&auth_path(&client.client_id, &[])).await;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let location = page.location.unwrap();
+    assert!(location.starts_with(SSO), "{location}");
+    let q = query_of(&location);
+    let deflated = STANDARD.decode(&q["SAMLRequest"]).unwrap();
+    let mut xml = String::new();
+    flate2::read::DeflateDecoder::new(&deflated[..])
+        .read_to_string(&mut xml)
+        .unwrap();
+    assert!(xml.contains(&pb.provider_id.to_string()), "{xml}");
     app.finish().await;
 }
