@@ -219,6 +219,10 @@ impl App {
             identity.clone(),
             std::time::Duration::from_secs(600),
         );
+        let housekeeping = crate::identity::housekeeping::spawn(
+            identity.clone(),
+            crate::identity::housekeeping::INTERVAL,
+        );
         let federation_purger = crate::federation::flow::spawn_purger(
             identity.clone(),
             std::time::Duration::from_secs(600),
@@ -233,6 +237,7 @@ impl App {
         purger.abort();
         code_purger.abort();
         federation_purger.abort();
+        housekeeping.abort();
         flusher.stop().await;
         served
     }

@@ -21,6 +21,7 @@ pub mod rate_limit;
 pub mod roles;
 pub mod sessions;
 pub mod tokens;
+pub mod housekeeping;
 pub mod ttl_cache;
 pub mod users;
 pub mod waitlist;

@@ -473,9 +473,9 @@ async fn impersonations_end_by_themselves_after_the_max_duration(db: TestDb) {
             .is_empty()
     );
 
-    // The sweep records the end at the expiry, once.
+    // The sweep (run by the background housekeeping) records the end at the expiry, once.
     clock.advance(Duration::seconds(30));
-    assert_eq!(impersonation::close_expired(&id).await.unwrap(), 1);
+    assert_eq!(lintel::identity::housekeeping::run_once(&id).await.1, 1);
     let log = &all_logs(&id).await[0];
     assert_eq!(log.ended_at, Some(imp.log.expires_at));
     let rows = audit_rows(&id, "impersonation.ended").await;

@@ -803,7 +803,7 @@ async fn purge_deletes_tokens_expired_over_a_day(db: TestDb) {
 
     // The reset token expired a day and a second ago; the verification token an hour ago.
     clock.set(t0() + Duration::hours(1) + Duration::days(1) + Duration::seconds(1));
-    assert_eq!(tokens::purge_expired(&id).await.unwrap(), 1);
+    assert_eq!(lintel::identity::housekeeping::run_once(&id).await.0, 1);
     assert!(
         stored_tokens(&id, TokenKind::PasswordReset, ada.user_id)
             .await
