@@ -2,11 +2,19 @@
 //! counted per `scope` subject), assigned to API keys, users or orgs, with one default
 //! policy per endpoint family from `config.toml` (`default.login`, …).
 //!
-//! **Counting.** Every decision that lets a request through comes from the database: one
-//! upsert adds one to the counter of (policy, subject, window) and returns the new count;
-//! the request is allowed iff that count ≤ the limit. Concurrent requests on any number of
-//! nodes sharing the database each get a distinct count, so at most `limit_count` requests
-//! are allowed per window — a margin of **0**.
+//! **Counting.** Every count that lets a request through comes from the database: one
+//! upsert adds to the counter of (policy, subject, window) and returns the new count; the
+//! request is allowed iff its count ≤ the limit. Concurrent requests on any number of nodes
+//! sharing the database get distinct counts, so at most `limit_count` requests are allowed
+//! per window — never more, on any number of nodes.
+//!
+//! **Reservations.** While a counter is far below its limit (at least 64 counts of
+//! headroom) a node adds up to [`MAX_RESERVATION`] at once and hands the counts out from
+//! memory, one per request, so most requests cost no statement. A node holds at most
+//! `MAX_RESERVATION - 1` unused counts, which no other node can use: the documented margin
+//! is that near a window's limit up to that many requests per node may be **denied early**;
+//! none is ever admitted over the limit. Within 64 of the limit, counts are taken one at a
+//! time again.
 //!
 //! **Fast path.** Once a node has seen a key denied in a window, it denies that key from
 //! memory until the window ends, without touching the database. It only ever denies what the
@@ -435,14 +443,39 @@ pub struct FastPath {
     denied: Mutex<HashMap<RateKey, Denial>>,
     /// The policy and when it was read.
     policies: Mutex<HashMap<Lookup, CachedPolicy>>,
+    /// Counts this node reserved in the shared counter and has not handed out yet.
+    reserved: Mutex<HashMap<SlotKey, Slots>>,
     capacity: usize,
 }
+
+/// A counter: (policy, subject, window start).
+type SlotKey = (i32, String, i64);
+
+/// Reserved counts `next..=end` of a counter (empty when `next > end`; `end` is then the
+/// last count this node saw).
+#[derive(Debug, Clone, Copy)]
+struct Slots {
+    next: i64,
+    end: i64,
+    window_end: DateTime<Utc>,
+    /// A reservation of several counts is in flight (one at a time per counter and node,
+    /// so concurrent requests do not each reserve a batch they cannot use).
+    reserving: bool,
+}
+
+/// Counts a node reserves at once at most, and the headroom below which it reserves one at
+/// a time. A node holds at most `MAX_RESERVATION - 1` unused counts of a window, so near a
+/// window's end requests may be denied up to that many per node early — never admitted
+/// over the limit.
+pub const MAX_RESERVATION: i64 = 32;
+const RESERVE_HEADROOM: i64 = 64;
 
 impl FastPath {
     pub fn new(capacity: usize) -> Self {
         FastPath {
             denied: Mutex::new(HashMap::new()),
             policies: Mutex::new(HashMap::new()),
+            reserved: Mutex::new(HashMap::new()),
             capacity,
         }
     }
@@ -496,8 +529,76 @@ impl FastPath {
         map.insert(l, (p, now));
     }
 
+    /// The next reserved count of `k`, if this node holds one.
+    fn take_slot(&self, k: &SlotKey) -> Option<i64> {
+        let mut map = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        let e = map.get_mut(k)?;
+        (e.next <= e.end).then(|| {
+            e.next += 1;
+            e.next - 1
+        })
+    }
+
+    /// How many counts to reserve next for `k`: one at a time until this node has seen the
+    /// counter, and while fewer than `RESERVE_HEADROOM` remain under `limit`; else a
+    /// thirty-second of what remains, at most [`MAX_RESERVATION`].
+    fn batch(&self, k: &SlotKey, limit: u32) -> i64 {
+        let mut map = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(k) {
+            // Not while counts are held or a reservation is in flight: a batch that
+            // arrived meanwhile would go unused.
+            Some(e)
+                if !e.reserving
+                    && e.next > e.end
+                    && i64::from(limit) - e.end >= RESERVE_HEADROOM =>
+            {
+                e.reserving = true;
+                ((i64::from(limit) - e.end) / 32).clamp(1, MAX_RESERVATION)
+            }
+            _ => 1,
+        }
+    }
+
+    /// Ends a reservation of several counts that failed.
+    fn abort_reservation(&self, k: &SlotKey) {
+        let mut map = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = map.get_mut(k) {
+            e.reserving = false;
+        }
+    }
+
+    /// Keeps the counts `next..=end` reserved for `k` (unless unused ones are still held).
+    /// `batch`: these are the counts of a reservation of several (which ends).
+    fn keep_slots(&self, k: SlotKey, slots: Slots, batch: bool, now: DateTime<Utc>) {
+        let mut map = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= self.capacity {
+            map.retain(|_, v| v.window_end > now);
+            if map.len() >= self.capacity {
+                map.clear();
+            }
+        }
+        match map.get_mut(&k) {
+            // Unused counts are still held: keep them (the new ones go unused, which can
+            // only deny early, never admit over the limit).
+            Some(e) if e.next <= e.end => {
+                e.reserving &= !batch;
+            }
+            Some(e) => {
+                let reserving = e.reserving && !batch;
+                *e = Slots { reserving, ..slots };
+            }
+            None => {
+                map.insert(k, slots);
+            }
+        }
+    }
+
     /// Drops everything remembered (after this node changed a policy or assignment).
     pub fn forget(&self) {
+        self.reserved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.denied
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -555,9 +656,46 @@ pub async fn check(id: &Identity, key: &RateKey) -> Result<Decision, IdentityErr
             window_start,
             window_end,
         };
+        let slot_key: SlotKey = (policy.policy_id, subject.clone(), window_start.timestamp());
+        // A count this node already reserved: no database work.
+        if let Some(count) = node.take_slot(&slot_key) {
+            let d = decide(count, limit, window_secs, policy.policy_id, now, window_end);
+            if !d.allowed {
+                let denial = Denial {
+                    until: window_end,
+                    limit,
+                    window_secs,
+                    policy_id: policy.policy_id,
+                };
+                node.remember(key, denial, now);
+            }
+            return Ok(d);
+        }
         let mut c = id.db.conn().await?;
-        let count = match store::rate_limits::increment(&mut c, &counter, now).await {
-            Ok(n) => n,
+        let n = node.batch(&slot_key, limit);
+        let reserved = store::rate_limits::increment_by(&mut c, &counter, n as i32, now).await;
+        if reserved.is_err() && n > 1 {
+            node.abort_reservation(&slot_key);
+        }
+        let count = match reserved {
+            Ok(end) => {
+                // This request takes the first count of the reservation; the node keeps
+                // the rest (or just remembers where the counter stands).
+                let end = i64::from(end);
+                let first = end - n + 1;
+                node.keep_slots(
+                    slot_key,
+                    Slots {
+                        next: first + 1,
+                        end,
+                        window_end,
+                        reserving: false,
+                    },
+                    n > 1,
+                    now,
+                );
+                i32::try_from(first).unwrap_or(i32::MAX)
+            }
             // A cached policy deleted by another node: look again.
             Err(StoreError::ForeignKey) if cached => {
                 drop(c);
@@ -1135,6 +1273,96 @@ pub fn spawn_purger(id: Identity, every: std::time::Duration) -> tokio::task::Jo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reservations_grow_with_headroom_and_are_handed_out_once() {
+        let fp = FastPath::new(100);
+        let now = Utc::now();
+        let k: SlotKey = (1, "key".into(), 0);
+        let w = now + chrono::Duration::seconds(60);
+        // Unseen counter: one count at a time.
+        assert_eq!(fp.batch(&k, 10_000), 1);
+        assert_eq!(fp.take_slot(&k), None);
+        // After the first count (1 of 10,000): a full reservation.
+        fp.keep_slots(
+            k.clone(),
+            Slots {
+                next: 2,
+                end: 1,
+                window_end: w,
+                reserving: false,
+            },
+            true,
+            now,
+        );
+        assert_eq!(fp.batch(&k, 10_000), MAX_RESERVATION);
+        // Reserved 2..=32 (the request took 1): handed out in order, once each.
+        fp.keep_slots(
+            k.clone(),
+            Slots {
+                next: 3,
+                end: 33,
+                window_end: w,
+                reserving: false,
+            },
+            true,
+            now,
+        );
+        let got: Vec<i64> = std::iter::from_fn(|| fp.take_slot(&k)).collect();
+        assert_eq!(got, (3..=33).collect::<Vec<_>>());
+        // Unused counts are kept over a newer reservation (which goes unused).
+        fp.keep_slots(
+            k.clone(),
+            Slots {
+                next: 40,
+                end: 41,
+                window_end: w,
+                reserving: false,
+            },
+            true,
+            now,
+        );
+        fp.keep_slots(
+            k.clone(),
+            Slots {
+                next: 50,
+                end: 60,
+                window_end: w,
+                reserving: false,
+            },
+            true,
+            now,
+        );
+        assert_eq!(fp.take_slot(&k), Some(40));
+        assert_eq!(fp.take_slot(&k), Some(41));
+        assert_eq!(fp.take_slot(&k), None);
+        // Close to the limit (51 left): one at a time again; small limits never reserve.
+        let k2: SlotKey = (2, "key".into(), 0);
+        fp.keep_slots(
+            k2.clone(),
+            Slots {
+                next: 9_950,
+                end: 9_949,
+                window_end: w,
+                reserving: false,
+            },
+            true,
+            now,
+        );
+        assert_eq!(fp.batch(&k2, 10_000), 1);
+        assert_eq!(fp.batch(&k2, 50), 1);
+        assert_eq!(fp.batch(&k2, 20_000), MAX_RESERVATION);
+        // One reservation of several at a time per counter: concurrent misses take one.
+        assert_eq!(
+            fp.batch(&k2, 20_000),
+            1,
+            "a reservation is already in flight"
+        );
+        fp.abort_reservation(&k2);
+        assert_eq!(fp.batch(&k2, 20_000), MAX_RESERVATION);
+        fp.forget();
+        assert_eq!(fp.batch(&k2, 10_000), 1, "forget drops reservations");
+    }
 
     #[test]
     fn targets_round_trip_through_kind_and_id() {

@@ -333,13 +333,24 @@ pub async fn increment(
     k: &CounterKey<'_>,
     now: DateTime<Utc>,
 ) -> Result<i32, StoreError> {
+    increment_by(a, k, 1, now).await
+}
+
+/// [`increment`] by `n` at once (a node reserving `n` counts); returns the new count.
+pub async fn increment_by(
+    a: &mut impl Access,
+    k: &CounterKey<'_>,
+    n: i32,
+    now: DateTime<Utc>,
+) -> Result<i32, StoreError> {
     Ok(with_conn!(a, |c| sqlx::query_scalar(
         "INSERT INTO rate_limit_counters
            (counter_id, policy_id, subject, user_id, org_id, window_start, window_end, count,
             last_updated)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8)
          ON CONFLICT (policy_id, subject, window_start)
-         DO UPDATE SET count = rate_limit_counters.count + 1, last_updated = excluded.last_updated
+         DO UPDATE SET count = rate_limit_counters.count + excluded.count,
+                       last_updated = excluded.last_updated
          RETURNING count"
     )
     .bind(Uuid::now_v7())
@@ -350,6 +361,7 @@ pub async fn increment(
     .bind(k.window_start)
     .bind(k.window_end)
     .bind(now)
+    .bind(n)
     .fetch_one(&mut *c)
     .await?))
 }

@@ -36,6 +36,7 @@ on_both_databases!(
     bad_keys_are_rejected,
     purge_deletes_only_ended_windows,
     purger_task_purges_in_the_background,
+    reservations_save_statements_and_never_exceed_the_limit,
 );
 
 /// 00:00:10 into an hour: a 60 s window runs from :00:00 to :01:00 (50 s left).
@@ -1022,4 +1023,37 @@ mod startup_ensures_defaults {
     async fn postgres() {
         run(Backend::Postgres).await;
     }
+}
+
+async fn reservations_save_statements_and_never_exceed_the_limit(db: TestDb) {
+    let clock = FixedClock::new(t0());
+    let env = [("LINTEL_RATE_LIMITS_TOKEN", "1000/60")];
+    let a = node(&db, &clock, &env).await;
+    let b = node(&db, &clock, &env).await;
+    let key = RateKey::new(Family::Token).client("busy-app");
+    // One node, one caller: every request counted once, in order, while the shared counter
+    // runs ahead by at most the node's unused reservation.
+    let mut remaining = Vec::new();
+    for _ in 0..200 {
+        let d = rl::check(&a, &key).await.unwrap();
+        assert!(d.allowed);
+        remaining.push(d.remaining);
+    }
+    assert_eq!(remaining, (800..1000).rev().collect::<Vec<u32>>());
+    let stored = i64::from(counter(&a, "default.token", "busy-app", 60).await);
+    assert!(
+        (200..200 + rl::MAX_RESERVATION).contains(&stored),
+        "stored {stored}"
+    );
+    assert!(
+        stored > 200,
+        "the node reserved ahead (fewer statements than requests)"
+    );
+    // Two nodes, concurrently, far past the limit: never more than the limit; at most the
+    // nodes' unused reservations denied early.
+    let ds = burst(&[a.clone(), b.clone()], &key, 1200).await;
+    let total = 200 + allowed(&ds) as i64;
+    assert!(total <= 1000, "{total}");
+    assert!(total >= 1000 - 2 * (rl::MAX_RESERVATION - 1), "{total}");
+    db.drop_database().await;
 }
