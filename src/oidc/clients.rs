@@ -521,6 +521,7 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
+    forget(client_id);
     Ok(after)
 }
 
@@ -545,6 +546,7 @@ pub async fn rotate_secret(
     store::oidc::update_client(&mut tx, &client).await?;
     audit::record(&mut tx, id, event("oidc_client.secret_rotated", &client)).await?;
     tx.commit().await?;
+    forget(client_id);
     Ok((client, Secret::new(secret)))
 }
 
@@ -561,6 +563,7 @@ pub async fn delete(id: &Identity, client_id: &str) -> Result<(), IdentityError>
     .await?;
     store::oidc::delete_client(&mut tx, client_id).await?;
     tx.commit().await?;
+    forget(client_id);
     Ok(())
 }
 
@@ -695,17 +698,38 @@ async fn verify_assertion(
 /// Authenticates a client by its registered method (RFC 6749 §2.3, RFC 7523 §2.2).
 /// Unknown, disabled, or wrongly authenticated clients are all `invalid_client`.
 /// `audiences`: what a client assertion's `aud` may name (the endpoint URL, the issuer).
+/// This node's memory of clients read for authentication, for
+/// [`crate::identity::ttl_cache::TTL`] (the secret is still checked on every request).
+/// A change on this node forgets the client at once; one on another node is seen within
+/// the TTL.
+fn remembered() -> &'static crate::identity::ttl_cache::Cache<OidcClient> {
+    static C: std::sync::OnceLock<crate::identity::ttl_cache::Cache<OidcClient>> =
+        std::sync::OnceLock::new();
+    C.get_or_init(crate::identity::ttl_cache::Cache::new)
+}
+
+/// Forgets a remembered client (after a change to it on this node).
+pub fn forget(client_id: &str) {
+    remembered().retain(|k, _| k != client_id);
+}
+
 pub async fn authenticate(
     id: &Identity,
     creds: &ClientCredentials,
     audiences: &[&str],
 ) -> Result<OidcClient, OidcError> {
     let bad = || OidcError::invalid_client("client authentication failed");
-    let mut c = id.db.conn().await?;
-    let client = store::oidc::get_client(&mut c, creds.client_id())
-        .await?
-        .ok_or_else(bad)?;
-    drop(c);
+    let client = match remembered().get(creds.client_id()) {
+        Some(c) => c,
+        None => {
+            let mut c = id.db.conn().await?;
+            let client = store::oidc::get_client(&mut c, creds.client_id())
+                .await?
+                .ok_or_else(bad)?;
+            remembered().put(client.client_id.clone(), client.clone());
+            client
+        }
+    };
     if !client.enabled {
         return Err(bad());
     }
