@@ -147,7 +147,8 @@ pub async fn create(
 
 /// Resolves a presented key. Malformed, unknown and revoked keys are `TokenInvalid`,
 /// expired ones `TokenExpired`; a key whose owner is disabled or locked stops working.
-/// This node's memory of verified keys (by the SHA-256 of the secret) for
+/// This node's memory of verified keys (by prefix; the secret's hash is still compared in
+/// constant time) for
 /// [`super::ttl_cache::TTL`]: a request with a remembered key reads nothing. Revoking a key,
 /// or disabling, locking or deleting its owner, on this node forgets it at once; on another
 /// node it stops working within the TTL. Expiry is checked on every request.
@@ -174,8 +175,8 @@ pub async fn authenticate(id: &Identity, presented: &str) -> Result<Principal, I
     let presented_hash = hash_secret(secret);
     let fresh =
         |t: Option<DateTime<Utc>>| t.is_some_and(|t| now - t < chrono::Duration::seconds(60));
-    if let Some(key) = verified().get(&presented_hash)
-        && key.key_prefix == prefix
+    if let Some(key) = verified().get(prefix)
+        && bool::from(presented_hash.as_bytes().ct_eq(key.key_hash.as_bytes()))
     {
         if key.expires_at.is_some_and(|t| t <= now) {
             return Err(IdentityError::TokenExpired);
@@ -207,7 +208,7 @@ pub async fn authenticate(id: &Identity, presented: &str) -> Result<Principal, I
         store::api_keys::touch(&mut c, key.api_key_id, now).await?;
         key.last_used_at = Some(now);
     }
-    verified().put(presented_hash, key.clone());
+    verified().put(prefix.to_string(), key.clone());
     Ok(Principal { key })
 }
 
