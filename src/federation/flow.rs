@@ -7,6 +7,7 @@ use super::mapping::{self, Asserted, JitSettings};
 use super::oidc_upstream::Upstream;
 use super::providers::{self, ProtocolConfig};
 use crate::identity::login::LoginContext;
+use crate::identity::orgs::LoginMethod;
 use crate::identity::sessions::{hash_token, new_token};
 use crate::identity::{Identity, IdentityError};
 use crate::saml::config::{IdpConfig, SpConfig};
@@ -117,10 +118,6 @@ async fn enabled_provider(
     let (protocol, jit) = providers::parse_config(&p.kind, &p.config.0)
         .map_err(|e| FederationError::Config(e.to_string()))?;
     Ok((p, protocol, jit))
-}
-
-fn method_name(p: &IdentityProvider) -> &'static str {
-    if p.kind == "saml" { "saml" } else { "oidc" }
 }
 
 /// Starts a login at `provider_id`, continuing `auth` (a form-encoded authorization request,
@@ -303,7 +300,7 @@ pub async fn complete(
     let provisioned = finish_provision(id, &p, &jit_settings, &asserted, browser).await?;
     Ok(Finished {
         provisioned,
-        method: method_name(&p),
+        method: LoginMethod::of_provider(&p.kind).as_str(),
         auth: row.auth,
     })
 }

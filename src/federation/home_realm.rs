@@ -18,23 +18,13 @@ pub struct Realm {
 async fn realm_of(id: &Identity, org: Org) -> Result<Option<Realm>, IdentityError> {
     let mut c = id.db.conn().await?;
     let providers = store::federation::enabled_for_org(&mut c, org.org_id).await?;
-    let methods = store::org_settings::login_methods(&mut c, org.org_id).await?;
+    let methods = orgs::login_methods_in(&mut c, org.org_id).await?;
     drop(c);
-    let allowed = |m: LoginMethod| {
-        methods
-            .iter()
-            .find(|(name, _)| name == m.as_str())
-            .map(|(_, on)| *on)
-            .unwrap_or(m.allowed_by_default())
-    };
+    let allowed = |m: LoginMethod| methods.iter().any(|(x, on)| *x == m && *on);
     let password_allowed = allowed(LoginMethod::Password);
-    let provider = providers.into_iter().find(|p| {
-        allowed(if p.kind == "saml" {
-            LoginMethod::Saml
-        } else {
-            LoginMethod::Oidc
-        })
-    });
+    let provider = providers
+        .into_iter()
+        .find(|p| allowed(LoginMethod::of_provider(&p.kind)));
     Ok(provider.map(|provider| Realm {
         org,
         provider,

@@ -25,14 +25,6 @@ pub struct Provisioned {
     pub linked: bool,
 }
 
-fn method_of(provider: &IdentityProvider) -> LoginMethod {
-    if provider.kind == "saml" {
-        LoginMethod::Saml
-    } else {
-        LoginMethod::Oidc
-    }
-}
-
 /// Records a refused federated login (no user known): a `login_attempts` row for the org
 /// and a failed-login metrics event.
 pub async fn record_failure(
@@ -46,7 +38,7 @@ pub async fn record_failure(
     };
     let mut tx = id.db.begin().await?;
     insert_attempt(&mut tx, None, &ctx, id.clock.now(), false).await?;
-    let method = method_of(provider).as_str();
+    let method = LoginMethod::of_provider(&provider.kind).as_str();
     metrics::record_login(&mut tx, id, None, Some(provider.org_id), false, method).await?;
     tx.commit().await?;
     Ok(())
@@ -61,14 +53,13 @@ pub async fn provision(
     ctx: &LoginContext,
 ) -> Result<Provisioned, FederationError> {
     let now = id.clock.now();
-    let method = method_of(provider);
+    let method = LoginMethod::of_provider(&provider.kind);
     let mut tx = id.db.begin().await.map_err(IdentityError::from)?;
     let org = roles::lock_org(&mut tx, provider.org_id).await?;
-    let allowed = store::org_settings::login_method(&mut tx, org.org_id, method.as_str())
+    if !crate::identity::orgs::method_allowed_in(&mut tx, org.org_id, method)
         .await
         .map_err(IdentityError::from)?
-        .unwrap_or(method.allowed_by_default());
-    if !allowed {
+    {
         return Err(FederationError::MethodNotAllowed);
     }
     let mapped = mapping::map(asserted, &settings.attribute_mapping);

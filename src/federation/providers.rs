@@ -51,7 +51,6 @@ pub fn parse_config(kind: &str, v: &Value) -> Result<(ProtocolConfig, JitSetting
         _ => return Err("type must be saml or oidc".into()),
     };
     known.extend(keys_of(&jit));
-    known.push("attribute_mapping".into());
     if let Some(unknown) = obj.keys().find(|k| !known.contains(k)) {
         return Err(format!("unknown setting `{unknown}`"));
     }
@@ -133,14 +132,6 @@ fn seal(id: &Identity, secret: &Secret<String>) -> Result<String, IdentityError>
         .map_err(|e| IdentityError::Internal(e.to_string()))
 }
 
-fn method_of(kind: &str) -> LoginMethod {
-    if kind == "saml" {
-        LoginMethod::Saml
-    } else {
-        LoginMethod::Oidc
-    }
-}
-
 /// An enabled provider needs its org to allow its method: allowed here unless the org
 /// refused it explicitly (an `org_login_methods` row saying no stays).
 async fn allow_method_by_default(
@@ -149,7 +140,7 @@ async fn allow_method_by_default(
     org_id: Uuid,
     kind: &str,
 ) -> Result<(), IdentityError> {
-    let m = method_of(kind);
+    let m = LoginMethod::of_provider(kind);
     if store::org_settings::login_method(tx, org_id, m.as_str())
         .await?
         .is_none()

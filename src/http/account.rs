@@ -356,6 +356,21 @@ async fn signup(
 // The account page
 
 /// The signed-in user's session and identity services acting as them.
+/// A form post of a signed-in user: its fields (CSRF checked), session and identity.
+async fn signed_in_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    ci: &ConnectInfo<SocketAddr>,
+    body: &[u8],
+) -> Result<(Vec<(String, String)>, Session, Identity), Response> {
+    let params = form(body);
+    if !csrf_ok(headers, &params) {
+        return Err(forbidden_form());
+    }
+    let (s, id) = signed_in(state, headers, ci).await?;
+    Ok((params, s, id))
+}
+
 async fn signed_in(
     state: &AppState,
     headers: &HeaderMap,
@@ -445,11 +460,7 @@ async fn change_password(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = form(&body);
-    if !csrf_ok(&headers, &params) {
-        return forbidden_form();
-    }
-    let (s, id) = match signed_in(&state, &headers, &ci).await {
+    let (params, s, id) = match signed_in_form(&state, &headers, &ci, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -492,11 +503,7 @@ async fn revoke_session(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = form(&body);
-    if !csrf_ok(&headers, &params) {
-        return forbidden_form();
-    }
-    let (s, id) = match signed_in(&state, &headers, &ci).await {
+    let (params, s, id) = match signed_in_form(&state, &headers, &ci, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -528,11 +535,7 @@ async fn totp_begin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = form(&body);
-    if !csrf_ok(&headers, &params) {
-        return forbidden_form();
-    }
-    let (s, id) = match signed_in(&state, &headers, &ci).await {
+    let (_, s, id) = match signed_in_form(&state, &headers, &ci, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -565,11 +568,7 @@ async fn totp_confirm(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let params = form(&body);
-    if !csrf_ok(&headers, &params) {
-        return forbidden_form();
-    }
-    let (s, id) = match signed_in(&state, &headers, &ci).await {
+    let (params, s, id) = match signed_in_form(&state, &headers, &ci, &body).await {
         Ok(x) => x,
         Err(r) => return r,
     };

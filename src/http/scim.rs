@@ -361,6 +361,16 @@ async fn search_users(ScimAuth(ctx): ScimAuth, ScimBody(body, _): ScimBody) -> S
     }
 }
 
+/// A read answered 304 when `If-None-Match` names its current version (RFC 7644 §3.14).
+fn conditional(headers: &HeaderMap, r: Result<(Value, i64), ScimError>) -> ScimResponse {
+    match r {
+        Ok((_, v)) if not_modified(header_str(headers, header::IF_NONE_MATCH), v) => {
+            ScimResponse::NotModified(v)
+        }
+        other => single(other),
+    }
+}
+
 async fn get_user(
     ScimAuth(ctx): ScimAuth,
     Path(id): Path<String>,
@@ -373,12 +383,7 @@ async fn get_user(
         users::get(&ctx, id, &p).await
     }
     .await;
-    match r {
-        Ok((_, v)) if not_modified(header_str(&headers, header::IF_NONE_MATCH), v) => {
-            ScimResponse::NotModified(v)
-        }
-        other => single(other),
-    }
+    conditional(&headers, r)
 }
 
 async fn create_user(ScimAuth(ctx): ScimAuth, ScimBody(body, _): ScimBody) -> ScimResponse {
@@ -447,12 +452,7 @@ async fn get_group(
         groups::get(&ctx, id, &p).await
     }
     .await;
-    match r {
-        Ok((_, v)) if not_modified(header_str(&headers, header::IF_NONE_MATCH), v) => {
-            ScimResponse::NotModified(v)
-        }
-        other => single(other),
-    }
+    conditional(&headers, r)
 }
 
 async fn create_group(ScimAuth(ctx): ScimAuth, ScimBody(body, _): ScimBody) -> ScimResponse {

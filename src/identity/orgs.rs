@@ -317,6 +317,50 @@ impl LoginMethod {
     pub fn allowed_by_default(self) -> bool {
         self == LoginMethod::Password
     }
+
+    /// The method an identity provider of `kind` (`saml` or `oidc`) signs in with.
+    pub fn of_provider(kind: &str) -> LoginMethod {
+        if kind == "saml" {
+            LoginMethod::Saml
+        } else {
+            LoginMethod::Oidc
+        }
+    }
+}
+
+/// Whether the org allows `method`, read with `a` (e.g. inside the caller's transaction):
+/// its `org_login_methods` row if any, else the default.
+pub(crate) async fn method_allowed_in(
+    a: &mut impl crate::store::Access,
+    org_id: Uuid,
+    method: LoginMethod,
+) -> Result<bool, StoreError> {
+    Ok(
+        store::org_settings::login_method(a, org_id, method.as_str())
+            .await?
+            .unwrap_or(method.allowed_by_default()),
+    )
+}
+
+/// Every known method with whether the org allows it, read with `a`.
+pub(crate) async fn login_methods_in(
+    a: &mut impl crate::store::Access,
+    org_id: Uuid,
+) -> Result<Vec<(LoginMethod, bool)>, StoreError> {
+    let rows: HashMap<String, bool> = store::org_settings::login_methods(a, org_id)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(LoginMethod::ALL
+        .into_iter()
+        .map(|m| {
+            let allowed = rows
+                .get(m.as_str())
+                .copied()
+                .unwrap_or(m.allowed_by_default());
+            (m, allowed)
+        })
+        .collect())
 }
 
 impl AsRef<str> for LoginMethod {
@@ -378,11 +422,7 @@ pub async fn login_method_allowed(
             what: "organization",
         });
     }
-    Ok(
-        store::org_settings::login_method(&mut c, org_id, method.as_str())
-            .await?
-            .unwrap_or(method.allowed_by_default()),
-    )
+    Ok(method_allowed_in(&mut c, org_id, method).await?)
 }
 
 /// [`login_method_allowed`] as a gate: `LoginMethodNotAllowed` when refused.
@@ -411,20 +451,7 @@ pub async fn login_methods(
             what: "organization",
         });
     }
-    let rows: HashMap<String, bool> = store::org_settings::login_methods(&mut c, org_id)
-        .await?
-        .into_iter()
-        .collect();
-    Ok(LoginMethod::ALL
-        .into_iter()
-        .map(|m| {
-            let allowed = rows
-                .get(m.as_str())
-                .copied()
-                .unwrap_or(m.allowed_by_default());
-            (m, allowed)
-        })
-        .collect())
+    Ok(login_methods_in(&mut c, org_id).await?)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -657,72 +657,54 @@ pub async fn check(id: &Identity, key: &RateKey) -> Result<Decision, IdentityErr
             window_end,
         };
         let slot_key: SlotKey = (policy.policy_id, subject.clone(), window_start.timestamp());
-        // A count this node already reserved: no database work.
-        if let Some(count) = node.take_slot(&slot_key) {
-            let d = decide(count, limit, window_secs, policy.policy_id, now, window_end);
-            if !d.allowed {
-                let denial = Denial {
-                    until: window_end,
-                    limit,
-                    window_secs,
-                    policy_id: policy.policy_id,
-                };
-                node.remember(key, denial, now);
+        // A count this node already reserved costs no database work.
+        let count = match node.take_slot(&slot_key) {
+            Some(count) => count,
+            None => {
+                let mut c = id.db.conn().await?;
+                let n = node.batch(&slot_key, limit);
+                let reserved =
+                    store::rate_limits::increment_by(&mut c, &counter, n as i32, now).await;
+                if reserved.is_err() && n > 1 {
+                    node.abort_reservation(&slot_key);
+                }
+                match reserved {
+                    Ok(end) => {
+                        // This request takes the first count of the reservation; the node
+                        // keeps the rest (or just remembers where the counter stands).
+                        let end = i64::from(end);
+                        let first = end - n + 1;
+                        let slots = Slots {
+                            next: first + 1,
+                            end,
+                            window_end,
+                            reserving: false,
+                        };
+                        node.keep_slots(slot_key, slots, n > 1, now);
+                        first
+                    }
+                    // A cached policy deleted by another node: look again.
+                    Err(StoreError::ForeignKey) if cached => {
+                        drop(c);
+                        node.forget();
+                        policy = fetch_policy(id, &node, lookup, key, now).await?;
+                        cached = false;
+                        continue;
+                    }
+                    Err(StoreError::ForeignKey) => {
+                        return Err(IdentityError::NotFound {
+                            what: match scope {
+                                Scope::User => "user",
+                                Scope::Org => "organization",
+                                _ => "rate-limit policy",
+                            },
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
-            return Ok(d);
-        }
-        let mut c = id.db.conn().await?;
-        let n = node.batch(&slot_key, limit);
-        let reserved = store::rate_limits::increment_by(&mut c, &counter, n as i32, now).await;
-        if reserved.is_err() && n > 1 {
-            node.abort_reservation(&slot_key);
-        }
-        let count = match reserved {
-            Ok(end) => {
-                // This request takes the first count of the reservation; the node keeps
-                // the rest (or just remembers where the counter stands).
-                let end = i64::from(end);
-                let first = end - n + 1;
-                node.keep_slots(
-                    slot_key,
-                    Slots {
-                        next: first + 1,
-                        end,
-                        window_end,
-                        reserving: false,
-                    },
-                    n > 1,
-                    now,
-                );
-                i32::try_from(first).unwrap_or(i32::MAX)
-            }
-            // A cached policy deleted by another node: look again.
-            Err(StoreError::ForeignKey) if cached => {
-                drop(c);
-                node.forget();
-                policy = fetch_policy(id, &node, lookup, key, now).await?;
-                cached = false;
-                continue;
-            }
-            Err(StoreError::ForeignKey) => {
-                return Err(IdentityError::NotFound {
-                    what: match scope {
-                        Scope::User => "user",
-                        Scope::Org => "organization",
-                        _ => "rate-limit policy",
-                    },
-                });
-            }
-            Err(e) => return Err(e.into()),
         };
-        let d = decide(
-            i64::from(count),
-            limit,
-            window_secs,
-            policy.policy_id,
-            now,
-            window_end,
-        );
+        let d = decide(count, limit, window_secs, policy.policy_id, now, window_end);
         if !d.allowed {
             let denial = Denial {
                 until: window_end,

@@ -2,7 +2,7 @@
 //! a certificate refused, other orgs' providers 404, the OIDC client secret write-only and
 //! stored encrypted, certificate expiry warnings, audit rows) and the CLI
 //! (`lintel idp create --saml-metadata`).
-use crate::helpers::{TestApp, TestDb, lintel};
+use crate::helpers::{TestApp, TestDb, admin_key, api_call as call, cli as run};
 use crate::{on_both_backends, on_both_databases};
 use lintel::identity::api_keys::{self, NewApiKey};
 use lintel::identity::orgs;
@@ -39,39 +39,6 @@ pub fn idp_metadata(entity_id: &str, sso_url: &str, cert_pem: &str) -> String {
   </md:IDPSSODescriptor>
 </md:EntityDescriptor>"#
     )
-}
-
-async fn admin_key(app: &TestApp) -> String {
-    let (_, k) = api_keys::create(
-        &app.state.identity,
-        NewApiKey {
-            is_admin: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    k.expose().clone()
-}
-
-async fn call(
-    app: &TestApp,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = app
-        .client
-        .request(method, app.url(&format!("/api/v1{path}")))
-        .bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 async fn management_api_manages_identity_providers(app: TestApp) {
@@ -287,14 +254,6 @@ async fn management_api_manages_identity_providers(app: TestApp) {
         .unwrap();
     assert_eq!(md.status(), StatusCode::NOT_FOUND);
     app.finish().await;
-}
-
-fn run(db: &TestDb, args: &[&str]) -> (i32, String, String) {
-    let env = [
-        ("LINTEL_DATABASE_URL", db.url.as_str()),
-        ("LINTEL_KEYS_DIR", "keys"),
-    ];
-    lintel(db.dir.path(), args, &env, None)
 }
 
 async fn cli_imports_saml_metadata(db: TestDb) {

@@ -3,7 +3,7 @@
 //! `/sso/oidc/{id}/login`, the user signs in upstream, and the callback provisions the user
 //! (JIT) with the upstream claims. The callback works once, only in the browser that started
 //! it; an upstream error ends on an error page with a failed login attempt.
-use crate::helpers::{Backend, Spawn, TestApp, spawn_app_with};
+use crate::helpers::{Backend, Spawn, TestApp, free_port, spawn_app_with};
 use crate::oidc::{Browser, PASSWORD, query_of, submit_login};
 use crate::on_both_backends;
 use lintel::config::Secret;
@@ -14,14 +14,6 @@ use lintel::oidc::clients::{self, NewClient};
 use serde_json::json;
 
 on_both_backends!(upstream_oidc_login_provisions_the_user);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn upstream_idp() -> (TestApp, String) {
     let port = free_port();

@@ -320,3 +320,59 @@ pub fn all_migrations() -> Vec<i64> {
     v.sort();
     v
 }
+
+/// A free loopback port (bound and released; a server binds it again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A super-admin API key for `app`.
+pub async fn admin_key(app: &TestApp) -> String {
+    let (_, k) = lintel::identity::api_keys::create(
+        &app.state.identity,
+        lintel::identity::api_keys::NewApiKey {
+            is_admin: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    k.expose().clone()
+}
+
+/// Calls `/api/v1{path}` with `key`; the status and the JSON body (null when not JSON).
+pub async fn api_call(
+    app: &TestApp,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut req = app
+        .client
+        .request(method, app.url(&format!("/api/v1{path}")))
+        .bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Runs the `lintel` CLI against `db` (keys in its directory).
+pub fn cli(db: &TestDb, args: &[&str]) -> (i32, String, String) {
+    let env = [
+        ("LINTEL_DATABASE_URL", db.url.as_str()),
+        ("LINTEL_KEYS_DIR", "keys"),
+    ];
+    lintel(db.dir.path(), args, &env, None)
+}

@@ -2,7 +2,7 @@
 //! corporate IdP: discovery, the code flow with PKCE through the hosted login, ID token
 //! validation (nonce, issuer, expiry via the passed clock, key rotation), token endpoint
 //! errors (code replay, wrong secret), userinfo.
-use crate::helpers::{Backend, Spawn, TestApp, spawn_app_with};
+use crate::helpers::{Backend, Spawn, TestApp, free_port, spawn_app_with};
 use crate::oidc::{Browser, PASSWORD, REDIRECT, Setup, query_of, setup, submit_login};
 use chrono::{Duration, Utc};
 use lintel::config::Secret;
@@ -23,14 +23,6 @@ struct Idp {
 }
 
 /// A free loopback port (bound and released; the IdP binds it again at once).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn idp_with(test: &str, keys_dir: Option<&Path>) -> Idp {
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");

@@ -1,48 +1,14 @@
 //! Managing SCIM clients: the management API (clients, tokens shown once, mappings with a
 //! dry run, group → role rules, other orgs' clients are 404) and the CLI
 //! (`lintel scim-client create` prints a token that works).
-use crate::helpers::{Backend, TestApp, TestDb, lintel};
+use crate::helpers::{Backend, TestApp, TestDb, admin_key, api_call as call, cli as run};
 use crate::{on_both_backends, on_both_databases};
-use lintel::identity::api_keys::{self, NewApiKey};
 use lintel::identity::orgs;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 on_both_backends!(management_api_manages_scim_clients);
 on_both_databases!(cli_creates_a_client_whose_token_works);
-
-async fn admin_key(app: &TestApp) -> String {
-    let (_, k) = api_keys::create(
-        &app.state.identity,
-        NewApiKey {
-            is_admin: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    k.expose().clone()
-}
-
-async fn call(
-    app: &TestApp,
-    key: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = app
-        .client
-        .request(method, app.url(&format!("/api/v1{path}")))
-        .bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 async fn management_api_manages_scim_clients(app: TestApp) {
     use reqwest::Method;
@@ -248,14 +214,6 @@ async fn management_api_manages_scim_clients(app: TestApp) {
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     app.finish().await;
-}
-
-fn run(db: &TestDb, args: &[&str]) -> (i32, String, String) {
-    let env = [
-        ("LINTEL_DATABASE_URL", db.url.as_str()),
-        ("LINTEL_KEYS_DIR", "keys"),
-    ];
-    lintel(db.dir.path(), args, &env, None)
 }
 
 async fn cli_creates_a_client_whose_token_works(db: TestDb) {
