@@ -72,6 +72,7 @@ pub fn identity(config: &Config, db: Db, clock: SharedClock) -> Result<Identity,
             crate::identity::rate_limit::FAST_PATH_CAPACITY,
         )),
         metrics: Arc::default(),
+        sessions_ended: Arc::default(),
         config: Arc::new(config.clone()),
     })
 }
@@ -227,6 +228,8 @@ impl App {
             identity.clone(),
             std::time::Duration::from_secs(600),
         );
+        let backchannel =
+            crate::oidc::backchannel::spawn(identity.clone(), self.state.oidc.clone());
         let exporter = self
             .metrics
             .map(|(l, handle)| http::metrics::serve_metrics(l, handle, identity.db.clone()));
@@ -238,6 +241,7 @@ impl App {
         code_purger.abort();
         federation_purger.abort();
         housekeeping.abort();
+        backchannel.abort();
         flusher.stop().await;
         served
     }

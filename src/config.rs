@@ -241,6 +241,10 @@ pub const KEYS: &[KeySpec] = &[
         default: "3600",
     },
     KeySpec {
+        key: "oidc.backchannel_logout_max_attempts",
+        default: "8",
+    },
+    KeySpec {
         key: "signup.mode",
         default: "invitation",
     },
@@ -331,6 +335,9 @@ pub struct OidcConfig {
     pub refresh_grace: Duration,
     /// `lintel keys rotate`: the new key signs only after this (published meanwhile).
     pub key_activation_delay: Duration,
+    /// A back-channel logout token is POSTed at most this many times (retries back off
+    /// from 10 s to hourly); then the notice is abandoned.
+    pub backchannel_logout_max_attempts: u32,
 }
 
 /// A default rate-limit policy: at most `limit` requests per `window_secs`.
@@ -760,6 +767,8 @@ impl Config {
                     .get("oidc.authorization_code_ttl_secs", positive_secs)?,
                 refresh_grace: raw.get("oidc.refresh_grace_secs", secs)?,
                 key_activation_delay: raw.get("oidc.key_activation_delay_secs", secs)?,
+                backchannel_logout_max_attempts: raw
+                    .get("oidc.backchannel_logout_max_attempts", number(1u32, 100))?,
             },
             mfa: MfaConfig {
                 totp_issuer: raw.get("mfa.totp_issuer", |s| {

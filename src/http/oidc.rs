@@ -1288,10 +1288,8 @@ async fn logout(
         ended.push(sid);
     }
     for sid in ended {
-        match crate::oidc::session::end(&id, sid).await {
-            Ok(Some(e)) => crate::oidc::session::notify_backchannel(&id, &state.oidc, e).await,
-            Ok(None) => {}
-            Err(e) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.description()),
+        if let Err(e) = crate::oidc::session::end(&id, sid).await {
+            return error_page(StatusCode::INTERNAL_SERVER_ERROR, &e.description());
         }
     }
     let mut r = match post_logout {

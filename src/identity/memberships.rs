@@ -88,6 +88,7 @@ pub async fn remove(id: &Identity, org_id: Uuid, user_id: Uuid) -> Result<(), Id
         .details(json!({ "user_id": user_id, "role": m.user_role, "sessions_revoked": ended }));
     audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
+    id.sessions_ended();
     Ok(())
 }
 

@@ -48,10 +48,18 @@ pub struct Identity {
     pub actor: Arc<audit::Actor>,
     /// Tokens issued, counted in memory until the next metrics flush.
     pub metrics: Arc<metrics::Accumulator>,
+    /// Poked after a transaction that ended sessions, so this node's back-channel logout
+    /// worker runs at once rather than at its next poll (see `oidc::backchannel`).
+    pub sessions_ended: Arc<tokio::sync::Notify>,
     pub config: Arc<Config>,
 }
 
 impl Identity {
+    /// Says that sessions just ended (after the commit): wakes the logout-notice worker.
+    pub fn sessions_ended(&self) {
+        self.sessions_ended.notify_one();
+    }
+
     /// The same services, acting as `actor` (recorded by every mutation's audit row).
     pub fn acting_as(&self, actor: audit::Actor) -> Identity {
         Identity {

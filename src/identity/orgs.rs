@@ -258,8 +258,11 @@ pub async fn delete(id: &Identity, org_id: Uuid) -> Result<(), IdentityError> {
     let event = Event::new("organization.deleted", "organization", org_id)
         .details(json!({ "org_name": org.org_name, "url_safe_org_name": org.url_safe_org_name }));
     audit::record(&mut tx, id, event).await?;
+    // Sessions opened for the org are revoked by the database before they are deleted
+    // (migration 0006), which owes their clients logout tokens.
     store::orgs::delete(&mut tx, org_id).await?;
     tx.commit().await?;
+    id.sessions_ended();
     Ok(())
 }
 

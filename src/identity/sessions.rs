@@ -277,6 +277,7 @@ pub async fn revoke(id: &Identity, user_id: Uuid, session_id: Uuid) -> Result<()
     }
     audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
+    id.sessions_ended();
     Ok(())
 }
 
@@ -298,6 +299,7 @@ pub async fn revoke_all_for_user(
         .details(json!({ "count": n, "kept_session_id": keep }));
     audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
+    id.sessions_ended();
     Ok(n)
 }
 
@@ -315,6 +317,7 @@ pub async fn revoke_all_for_org(id: &Identity, org_id: Uuid) -> Result<u64, Iden
         .details(json!({ "count": n }));
     audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
+    id.sessions_ended();
     Ok(n)
 }
 

@@ -367,6 +367,7 @@ pub async fn reset_password(
     }));
     audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
+    id.sessions_ended();
     Ok(user)
 }
 
@@ -425,6 +426,7 @@ pub async fn change_password(
     }));
     audit::record(&mut tx, id, event).await?;
     tx.commit().await?;
+    id.sessions_ended();
     Ok(())
 }
 

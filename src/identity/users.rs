@@ -309,6 +309,9 @@ pub async fn set_enabled(
     .await?;
     tx.commit().await?;
     super::api_keys::forget_user(user_id);
+    if !enabled {
+        id.sessions_ended();
+    }
     Ok(user)
 }
 
@@ -327,6 +330,7 @@ pub async fn lock(id: &Identity, user_id: Uuid) -> Result<User, IdentityError> {
     .await?;
     tx.commit().await?;
     super::api_keys::forget_user(user_id);
+    id.sessions_ended();
     Ok(user)
 }
 
@@ -387,11 +391,14 @@ pub async fn delete(id: &Identity, user_id: Uuid) -> Result<(), IdentityError> {
         Event::new("user.deleted", "user", user_id).details(json!({ "email": user.email })),
     )
     .await?;
+    // The database revokes the user's sessions before deleting them (migration 0006), so
+    // the clients signed in through them are owed logout tokens.
     if !store::users::delete(&mut tx, user_id).await? {
         return Err(IdentityError::NotFound { what: "user" });
     }
     tx.commit().await?;
     super::api_keys::forget_user(user_id);
+    id.sessions_ended();
     Ok(())
 }
 
@@ -422,6 +429,7 @@ pub async fn set_password(
     )
     .await?;
     tx.commit().await?;
+    id.sessions_ended();
     Ok(user)
 }
 

@@ -2,6 +2,7 @@
 //! endpoints' rules, token claims. Protocol rules only: HTTP glue is in `crate::http::oidc`,
 //! pages in `crate::web`.
 pub mod authorize;
+pub mod backchannel;
 pub mod claims;
 pub mod clients;
 pub mod discovery;

@@ -68,26 +68,15 @@ pub async fn current(id: &Identity, cookie: &str) -> Result<Option<Session>, Ide
     }
 }
 
-/// Who must hear of an ended session (Back-Channel Logout): the user, the browser session,
-/// and the clients with a `backchannel_logout_uri` that hold grants made from it.
-#[derive(Debug, Clone)]
-pub struct Ended {
-    pub user_id: Uuid,
-    pub session_id: Uuid,
-    pub clients: Vec<crate::store::oidc::OidcClient>,
-}
-
-/// Ends a browser session and every grant made from it (RP-Initiated Logout §2, §3).
-pub async fn end(id: &Identity, session_id: Uuid) -> Result<Option<Ended>, OidcError> {
+/// Ends a browser session and every grant made from it (RP-Initiated Logout §2, §3);
+/// false when there is no such session. The clients owed a logout token (Back-Channel
+/// Logout 1.0) are enqueued by the database as the session is revoked, and this node's
+/// worker is woken to send them.
+pub async fn end(id: &Identity, session_id: Uuid) -> Result<bool, OidcError> {
     let mut tx = id.db.begin().await.map_err(IdentityError::from)?;
     let Some(s) = store::sessions::get(&mut tx, session_id).await? else {
-        return Ok(None);
+        return Ok(false);
     };
-    let clients = store::oidc::clients_of_browser_session(&mut tx, session_id)
-        .await?
-        .into_iter()
-        .filter(|c| c.enabled && c.backchannel_logout_uri.is_some())
-        .collect();
     let was_live = store::sessions::revoke(&mut tx, session_id).await?;
     let grants = store::oidc::revoke_grants_of_browser_session(&mut tx, session_id).await?;
     if was_live || grants > 0 {
@@ -102,70 +91,8 @@ pub async fn end(id: &Identity, session_id: Uuid) -> Result<Option<Ended>, OidcE
         audit::record(&mut tx, id, e).await?;
     }
     tx.commit().await.map_err(IdentityError::from)?;
-    Ok(Some(Ended {
-        user_id: s.user_id,
-        session_id,
-        clients,
-    }))
-}
-
-/// Sends each client a logout token (Back-Channel Logout §2.5), in the background: a POST
-/// of `logout_token=<JWT>` with a 5 s timeout; failures are logged, not retried.
-pub async fn notify_backchannel(id: &Identity, p: &super::Provider, ended: Ended) {
-    for client in ended.clients {
-        let Some(uri) = client.backchannel_logout_uri.clone() else {
-            continue;
-        };
-        let key = match p
-            .keyring
-            .active_for(id, &client.id_token_signed_response_alg)
-            .await
-        {
-            Ok(k) => k,
-            Err(e) => {
-                tracing::warn!(error = %e, "no key for a logout token");
-                continue;
-            }
-        };
-        let claims = super::claims::logout_token_claims(
-            &p.issuer,
-            &client.client_id,
-            ended.user_id,
-            ended.session_id,
-            Uuid::now_v7(),
-            id.clock.now(),
-        );
-        let token = match super::jwt::sign(&key, "logout+jwt", claims) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot sign a logout token");
-                continue;
-            }
-        };
-        let client_id = client.client_id.clone();
-        tokio::spawn(async move {
-            let body = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("logout_token", &token)
-                .finish();
-            let http = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(5))
-                .redirect(reqwest::redirect::Policy::none())
-                .build();
-            let sent = match http {
-                Ok(h) => h
-                    .post(&uri)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body(body)
-                    .send()
-                    .await
-                    .map(|r| r.status()),
-                Err(e) => Err(e),
-            };
-            match sent {
-                Ok(s) if s.is_success() => {}
-                Ok(s) => tracing::warn!(%client_id, status = %s, "back-channel logout refused"),
-                Err(e) => tracing::warn!(%client_id, error = %e, "back-channel logout failed"),
-            }
-        });
+    if was_live {
+        id.sessions_ended();
     }
+    Ok(true)
 }

@@ -280,22 +280,6 @@ pub async fn grant_by_code(
         .await?))
 }
 
-/// The clients that hold grants made from a browser session.
-pub async fn clients_of_browser_session(
-    a: &mut impl Access,
-    browser_session_id: Uuid,
-) -> Result<Vec<OidcClient>, StoreError> {
-    let sql = format!(
-        "SELECT {CLIENT_COLUMNS} FROM oidc_clients WHERE client_id IN
-             (SELECT client_id FROM oidc_grants WHERE browser_session_id = $1)
-         ORDER BY client_id"
-    );
-    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(browser_session_id)
-        .fetch_all(&mut *c)
-        .await?))
-}
-
 /// Revokes the sessions of every grant made from a browser session; returns how many.
 pub async fn revoke_grants_of_browser_session(
     a: &mut impl Access,
@@ -417,6 +401,126 @@ pub async fn purge_assertions(
 ) -> Result<u64, StoreError> {
     Ok(with_conn!(a, |c| sqlx::query(
         "DELETE FROM oidc_client_assertions WHERE expires_at < $1"
+    )
+    .bind(before)
+    .execute(&mut *c)
+    .await?
+    .rows_affected()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Back-channel logout notices (filled by the `sessions_logout_notices` trigger)
+
+/// A logout token owed to a client for an ended browser session.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize)]
+pub struct LogoutNotice {
+    pub notice_id: Uuid,
+    pub client_id: String,
+    pub user_id: Uuid,
+    pub browser_session_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub abandoned_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+const NOTICE_COLUMNS: &str = "notice_id, client_id, user_id, browser_session_id, created_at, \
+    attempts, next_attempt_at, delivered_at, abandoned_at, last_error";
+
+/// Claims up to `limit` notices due at `now`, oldest due first: each gets one more attempt
+/// and is leased until `lease_until` (it is due again then if its claimer never reports).
+/// One statement on both backends. Several nodes may claim at once: on PostgreSQL a row
+/// another node claimed meanwhile is re-checked against the outer conditions after its
+/// lock is released, no longer due, and skipped; SQLite has one writer.
+pub async fn claim_logout_notices(
+    a: &mut impl Access,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<LogoutNotice>, StoreError> {
+    let sql = format!(
+        "UPDATE oidc_logout_notices SET next_attempt_at = $2, attempts = attempts + 1
+         WHERE notice_id IN
+             (SELECT notice_id FROM oidc_logout_notices
+              WHERE delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= $1
+              ORDER BY next_attempt_at, created_at LIMIT $3)
+           AND delivered_at IS NULL AND abandoned_at IS NULL AND next_attempt_at <= $1
+         RETURNING {NOTICE_COLUMNS}"
+    );
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *c)
+        .await?))
+}
+
+/// How a claimed attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoticeOutcome {
+    Delivered(DateTime<Utc>),
+    /// Try again at the given time.
+    Retry(DateTime<Utc>, String),
+    Abandoned(DateTime<Utc>, String),
+}
+
+/// Records the outcome of attempt number `attempts`; false when the notice has moved on
+/// since (finished, or claimed again after the lease ran out).
+pub async fn finish_logout_attempt(
+    a: &mut impl Access,
+    notice_id: Uuid,
+    attempts: i32,
+    outcome: &NoticeOutcome,
+) -> Result<bool, StoreError> {
+    let (delivered, abandoned, next, error) = match outcome {
+        NoticeOutcome::Delivered(at) => (Some(*at), None, None, None),
+        NoticeOutcome::Retry(at, e) => (None, None, Some(*at), Some(e.as_str())),
+        NoticeOutcome::Abandoned(at, e) => (None, Some(*at), None, Some(e.as_str())),
+    };
+    let n = with_conn!(a, |c| sqlx::query(
+        "UPDATE oidc_logout_notices
+         SET delivered_at = $3, abandoned_at = $4,
+             next_attempt_at = COALESCE($5, next_attempt_at),
+             last_error = COALESCE($6, last_error)
+         WHERE notice_id = $1 AND attempts = $2
+           AND delivered_at IS NULL AND abandoned_at IS NULL"
+    )
+    .bind(notice_id)
+    .bind(attempts)
+    .bind(delivered)
+    .bind(abandoned)
+    .bind(next)
+    .bind(error)
+    .execute(&mut *c)
+    .await?
+    .rows_affected());
+    Ok(n == 1)
+}
+
+/// The notices enqueued for a browser session, by client.
+pub async fn logout_notices_of_session(
+    a: &mut impl Access,
+    browser_session_id: Uuid,
+) -> Result<Vec<LogoutNotice>, StoreError> {
+    let sql = format!(
+        "SELECT {NOTICE_COLUMNS} FROM oidc_logout_notices WHERE browser_session_id = $1
+         ORDER BY client_id"
+    );
+    Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(browser_session_id)
+        .fetch_all(&mut *c)
+        .await?))
+}
+
+/// Forgets notices delivered or abandoned before `before`.
+pub async fn purge_logout_notices(
+    a: &mut impl Access,
+    before: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    Ok(with_conn!(a, |c| sqlx::query(
+        "DELETE FROM oidc_logout_notices WHERE delivered_at < $1 OR abandoned_at < $1"
     )
     .bind(before)
     .execute(&mut *c)

@@ -21,6 +21,7 @@ mod mfa;
 mod migrations;
 mod oidc;
 mod oidc_account;
+mod oidc_backchannel;
 mod oidc_clients;
 mod oidc_upstream;
 mod rate_limits;
