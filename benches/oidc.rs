@@ -1,6 +1,7 @@
 //! The OpenID Connect token paths under load (issue 6's benchmarks).
 //!
-//! `cargo bench --bench oidc` (env: OIDC_BENCH_SECS, OIDC_BENCH_CONCURRENCY): the real
+//! `cargo bench --bench oidc` (env: OIDC_BENCH_SECS, OIDC_BENCH_CONCURRENCY, and
+//! OIDC_BENCH_ONLY to run only the paths whose name contains it): the real
 //! server on SQLite (and on a fresh PostgreSQL database when `LINTEL_TEST_POSTGRES_URL` is
 //! set), clients in the same process, for a fixed time each:
 //! 1. `client_credentials` issuance (`POST /oauth2/token`, Basic auth, ES256 JWT);
@@ -10,6 +11,9 @@
 //!
 //! Reported: requests/s, latency p50/p99, and the process's CPU time per request (server
 //! and client together; PostgreSQL's own CPU is not included).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc; // as the binary
+
 use lintel::app::App;
 use lintel::config::{Config, Secret};
 use lintel::identity::users::{self, NewUser};
@@ -111,6 +115,9 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    if std::env::var("OIDC_BENCH_ONLY").is_ok_and(|only| !what.contains(only.as_str())) {
+        return;
+    }
     let op = Arc::new(op);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let (cpu0, started) = (process_cpu(), Instant::now());

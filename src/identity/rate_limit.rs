@@ -14,7 +14,9 @@
 //! `MAX_RESERVATION - 1` unused counts, which no other node can use: the documented margin
 //! is that near a window's limit up to that many requests per node may be **denied early**;
 //! none is ever admitted over the limit. Within 64 of the limit, counts are taken one at a
-//! time again.
+//! time again. One reservation is in flight per counter and node; requests that run out of
+//! counts meanwhile wait for it (at most 500 ms) instead of each queueing a count of one on
+//! the same row.
 //!
 //! **Fast path.** Once a node has seen a key denied in a window, it denies that key from
 //! memory until the window ends, without touching the database. It only ever denies what the
@@ -445,7 +447,35 @@ pub struct FastPath {
     policies: Mutex<HashMap<Lookup, CachedPolicy>>,
     /// Counts this node reserved in the shared counter and has not handed out yet.
     reserved: Mutex<HashMap<SlotKey, Slots>>,
+    /// Woken whenever a reservation of several counts ends (with or without counts).
+    reservation_ended: tokio::sync::Notify,
     capacity: usize,
+}
+
+/// What a request that found no reserved count does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Add this many counts to the shared counter (several: a reservation).
+    Reserve(i64),
+    /// Another request of this node is reserving counts of the same counter: wait for it
+    /// instead of queueing on the same row with a count of one.
+    Wait,
+}
+
+/// Ends a reservation of several counts if the request is dropped while it is in flight
+/// (a client that disconnects), so waiters are never left behind.
+struct Reserving<'a> {
+    node: &'a FastPath,
+    key: &'a SlotKey,
+    armed: bool,
+}
+
+impl Drop for Reserving<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.node.abort_reservation(self.key);
+        }
+    }
 }
 
 /// A counter: (policy, subject, window start).
@@ -469,6 +499,8 @@ struct Slots {
 /// over the limit.
 pub const MAX_RESERVATION: i64 = 32;
 const RESERVE_HEADROOM: i64 = 64;
+/// How long a request waits for another's reservation before counting on its own.
+const RESERVATION_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl FastPath {
     pub fn new(capacity: usize) -> Self {
@@ -476,6 +508,7 @@ impl FastPath {
             denied: Mutex::new(HashMap::new()),
             policies: Mutex::new(HashMap::new()),
             reserved: Mutex::new(HashMap::new()),
+            reservation_ended: tokio::sync::Notify::new(),
             capacity,
         }
     }
@@ -539,23 +572,20 @@ impl FastPath {
         })
     }
 
-    /// How many counts to reserve next for `k`: one at a time until this node has seen the
-    /// counter, and while fewer than `RESERVE_HEADROOM` remain under `limit`; else a
-    /// thirty-second of what remains, at most [`MAX_RESERVATION`].
-    fn batch(&self, k: &SlotKey, limit: u32) -> i64 {
+    /// What to do for `k` when no reserved count is left: one count at a time until this
+    /// node has seen the counter, and while fewer than `RESERVE_HEADROOM` remain under
+    /// `limit`; else a thirty-second of what remains, at most [`MAX_RESERVATION`]; or wait
+    /// while such a reservation is in flight.
+    fn next(&self, k: &SlotKey, limit: u32) -> Next {
         let mut map = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
         match map.get_mut(k) {
-            // Not while counts are held or a reservation is in flight: a batch that
-            // arrived meanwhile would go unused.
-            Some(e)
-                if !e.reserving
-                    && e.next > e.end
-                    && i64::from(limit) - e.end >= RESERVE_HEADROOM =>
-            {
+            Some(e) if e.reserving && e.next > e.end => Next::Wait,
+            // Not while counts are held: a batch that arrived meanwhile would go unused.
+            Some(e) if e.next > e.end && i64::from(limit) - e.end >= RESERVE_HEADROOM => {
                 e.reserving = true;
-                ((i64::from(limit) - e.end) / 32).clamp(1, MAX_RESERVATION)
+                Next::Reserve(((i64::from(limit) - e.end) / 32).clamp(1, MAX_RESERVATION))
             }
-            _ => 1,
+            _ => Next::Reserve(1),
         }
     }
 
@@ -565,6 +595,8 @@ impl FastPath {
         if let Some(e) = map.get_mut(k) {
             e.reserving = false;
         }
+        drop(map);
+        self.reservation_ended.notify_waiters();
     }
 
     /// Keeps the counts `next..=end` reserved for `k` (unless unused ones are still held).
@@ -590,6 +622,10 @@ impl FastPath {
             None => {
                 map.insert(k, slots);
             }
+        }
+        drop(map);
+        if batch {
+            self.reservation_ended.notify_waiters();
         }
     }
 
@@ -658,51 +694,70 @@ pub async fn check(id: &Identity, key: &RateKey) -> Result<Decision, IdentityErr
         };
         let slot_key: SlotKey = (policy.policy_id, subject.clone(), window_start.timestamp());
         // A count this node already reserved costs no database work.
-        let count = match node.take_slot(&slot_key) {
-            Some(count) => count,
-            None => {
-                let mut c = id.db.conn().await?;
-                let n = node.batch(&slot_key, limit);
-                let reserved =
-                    store::rate_limits::increment_by(&mut c, &counter, n as i32, now).await;
-                if reserved.is_err() && n > 1 {
-                    node.abort_reservation(&slot_key);
-                }
-                match reserved {
-                    Ok(end) => {
-                        // This request takes the first count of the reservation; the node
-                        // keeps the rest (or just remembers where the counter stands).
-                        let end = i64::from(end);
-                        let first = end - n + 1;
-                        let slots = Slots {
-                            next: first + 1,
-                            end,
-                            window_end,
-                            reserving: false,
-                        };
-                        node.keep_slots(slot_key, slots, n > 1, now);
-                        first
-                    }
-                    // A cached policy deleted by another node: look again.
-                    Err(StoreError::ForeignKey) if cached => {
-                        drop(c);
-                        node.forget();
-                        policy = fetch_policy(id, &node, lookup, key, now).await?;
-                        cached = false;
-                        continue;
-                    }
-                    Err(StoreError::ForeignKey) => {
-                        return Err(IdentityError::NotFound {
-                            what: match scope {
-                                Scope::User => "user",
-                                Scope::Org => "organization",
-                                _ => "rate-limit policy",
-                            },
-                        });
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+        let count = loop {
+            // Registered before looking, so the end of a reservation is never missed.
+            let ended = node.reservation_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if let Some(count) = node.take_slot(&slot_key) {
+                break Ok(count);
             }
+            let n = match node.next(&slot_key, limit) {
+                Next::Reserve(n) => n,
+                Next::Wait => {
+                    // Bounded, in case the reserving request stalls: then count alone.
+                    match tokio::time::timeout(RESERVATION_WAIT, ended).await {
+                        Ok(()) => continue,
+                        Err(_) => 1,
+                    }
+                }
+            };
+            let mut guard = Reserving {
+                node: &node,
+                key: &slot_key,
+                armed: n > 1,
+            };
+            let mut c = id.db.conn().await?;
+            let reserved = store::rate_limits::increment_by(&mut c, &counter, n as i32, now).await;
+            drop(c);
+            match reserved {
+                Ok(end) => {
+                    guard.armed = false;
+                    // This request takes the first count of the reservation; the node
+                    // keeps the rest (or just remembers where the counter stands).
+                    let end = i64::from(end);
+                    let first = end - n + 1;
+                    let slots = Slots {
+                        next: first + 1,
+                        end,
+                        window_end,
+                        reserving: false,
+                    };
+                    node.keep_slots(slot_key.clone(), slots, n > 1, now);
+                    break Ok(first);
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let count = match count {
+            Ok(c) => c,
+            // A cached policy deleted by another node: look again.
+            Err(StoreError::ForeignKey) if cached => {
+                node.forget();
+                policy = fetch_policy(id, &node, lookup, key, now).await?;
+                cached = false;
+                continue;
+            }
+            Err(StoreError::ForeignKey) => {
+                return Err(IdentityError::NotFound {
+                    what: match scope {
+                        Scope::User => "user",
+                        Scope::Org => "organization",
+                        _ => "rate-limit policy",
+                    },
+                });
+            }
+            Err(e) => return Err(e.into()),
         };
         let d = decide(count, limit, window_secs, policy.policy_id, now, window_end);
         if !d.allowed {
@@ -1263,7 +1318,7 @@ mod tests {
         let k: SlotKey = (1, "key".into(), 0);
         let w = now + chrono::Duration::seconds(60);
         // Unseen counter: one count at a time.
-        assert_eq!(fp.batch(&k, 10_000), 1);
+        assert_eq!(fp.next(&k, 10_000), Next::Reserve(1));
         assert_eq!(fp.take_slot(&k), None);
         // After the first count (1 of 10,000): a full reservation.
         fp.keep_slots(
@@ -1277,7 +1332,7 @@ mod tests {
             true,
             now,
         );
-        assert_eq!(fp.batch(&k, 10_000), MAX_RESERVATION);
+        assert_eq!(fp.next(&k, 10_000), Next::Reserve(MAX_RESERVATION));
         // Reserved 2..=32 (the request took 1): handed out in order, once each.
         fp.keep_slots(
             k.clone(),
@@ -1331,19 +1386,63 @@ mod tests {
             true,
             now,
         );
-        assert_eq!(fp.batch(&k2, 10_000), 1);
-        assert_eq!(fp.batch(&k2, 50), 1);
-        assert_eq!(fp.batch(&k2, 20_000), MAX_RESERVATION);
-        // One reservation of several at a time per counter: concurrent misses take one.
+        assert_eq!(fp.next(&k2, 10_000), Next::Reserve(1));
+        assert_eq!(fp.next(&k2, 50), Next::Reserve(1));
+        assert_eq!(fp.next(&k2, 20_000), Next::Reserve(MAX_RESERVATION));
+        // One reservation of several at a time per counter: concurrent misses wait for it.
         assert_eq!(
-            fp.batch(&k2, 20_000),
-            1,
+            fp.next(&k2, 20_000),
+            Next::Wait,
             "a reservation is already in flight"
         );
         fp.abort_reservation(&k2);
-        assert_eq!(fp.batch(&k2, 20_000), MAX_RESERVATION);
+        assert_eq!(fp.next(&k2, 20_000), Next::Reserve(MAX_RESERVATION));
         fp.forget();
-        assert_eq!(fp.batch(&k2, 10_000), 1, "forget drops reservations");
+        assert_eq!(
+            fp.next(&k2, 10_000),
+            Next::Reserve(1),
+            "forget drops reservations"
+        );
+    }
+
+    #[tokio::test]
+    async fn waiters_wake_when_a_reservation_ends_or_its_request_is_dropped() {
+        let fp = FastPath::new(100);
+        let now = Utc::now();
+        let w = now + chrono::Duration::seconds(60);
+        let k: SlotKey = (3, "key".into(), 0);
+        let seen = |next, end| Slots {
+            next,
+            end,
+            window_end: w,
+            reserving: false,
+        };
+        fp.keep_slots(k.clone(), seen(2, 1), true, now);
+        assert_eq!(fp.next(&k, 10_000), Next::Reserve(MAX_RESERVATION));
+        let ended = fp.reservation_ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        assert_eq!(fp.next(&k, 10_000), Next::Wait);
+        fp.keep_slots(k.clone(), seen(3, 33), true, now);
+        tokio::time::timeout(std::time::Duration::from_secs(1), ended)
+            .await
+            .expect("the end of the reservation wakes the waiter");
+        assert_eq!(fp.take_slot(&k), Some(3));
+        while fp.take_slot(&k).is_some() {}
+        // The reserving request is dropped mid-flight: its guard ends the reservation.
+        assert_eq!(fp.next(&k, 10_000), Next::Reserve(MAX_RESERVATION));
+        let ended = fp.reservation_ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        drop(Reserving {
+            node: &fp,
+            key: &k,
+            armed: true,
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(1), ended)
+            .await
+            .expect("a dropped reservation wakes the waiter");
+        assert_eq!(fp.next(&k, 10_000), Next::Reserve(MAX_RESERVATION));
     }
 
     #[test]

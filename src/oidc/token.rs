@@ -106,13 +106,12 @@ struct Issue<'a> {
 async fn tokens_for(
     id: &Identity,
     p: &Provider,
-    a: &mut impl store::Access,
+    org: Option<OrgInfo>,
     i: Issue<'_>,
 ) -> Result<TokenResponse, OidcError> {
     let now = id.clock.now();
     let cfg = &id.config.oidc;
     let key = p.keyring.active(id).await?;
-    let org = org_info(a, i.grant_session.org_id, i.user.user_id).await?;
     let at_ttl = ttl(cfg.access_token_ttl);
     let amr = &i.grant_session.auth_methods.0;
     let access = jwt::sign(
@@ -303,10 +302,13 @@ pub async fn authorization_code(
         e = e.org(o);
     }
     audit::record(&mut tx, id, e).await?;
-    let resp = tokens_for(
+    let org = org_info(&mut tx, session.org_id, user.user_id).await?;
+    tx.commit().await.map_err(IdentityError::from)?;
+    // Signing needs no lock: it runs after the commit.
+    tokens_for(
         id,
         p,
-        &mut tx,
+        org,
         Issue {
             client,
             user: &user,
@@ -318,9 +320,7 @@ pub async fn authorization_code(
             with_id_token: true,
         },
     )
-    .await?;
-    tx.commit().await.map_err(IdentityError::from)?;
-    Ok(resp)
+    .await
 }
 
 /// `refresh_token` (RFC 6749 §6; Security BCP §4.14.2): rotated on every use. A rotated
@@ -381,106 +381,132 @@ async fn refresh_inner(
 ) -> Result<TokenResponse, RefreshError> {
     let now = id.clock.now();
     let old_hash = hash_token(token);
+    // The reads run outside the write transaction, so on SQLite only the rotation holds the
+    // write lock. The rotation is conditional on the token still being current and its
+    // session not revoked: a concurrent rotation or revocation in between is `Raced`.
+    let mut c = id.db.conn().await.map_err(IdentityError::from)?;
+    let Some(session) = store::sessions::find_by_refresh_hash(&mut c, &old_hash).await? else {
+        drop(c);
+        return refresh_rotated(id, p, client, &old_hash, scope).await;
+    };
+    let grant = client_grant(&mut c, client, session.session_id).await?;
+    live(&session, now)?;
+    let scopes = narrowed_scopes(&grant, scope)?;
+    let user = active_user(&mut c, session.user_id).await?;
+    let org = org_info(&mut c, session.org_id, user.user_id).await?;
+    drop(c);
+    let fresh = new_token();
+    let fresh_hash = hash_token(&fresh);
+    let successor = id
+        .data_key
+        .encrypt(fresh.as_bytes())
+        .map_err(|e| OidcError::ServerError(e.to_string()))?;
     let mut tx = id.db.begin().await.map_err(IdentityError::from)?;
-    let (session, fresh) = match store::sessions::find_by_refresh_hash(&mut tx, &old_hash).await? {
-        Some(s) => {
-            let grant = store::oidc::get_grant(&mut tx, s.session_id)
-                .await?
-                .filter(|g| g.client_id == client.client_id)
-                .ok_or_else(|| OidcError::invalid_grant("unknown refresh token"))?;
-            drop(grant);
-            live(&s, now)?;
-            let fresh = new_token();
-            let fresh_hash = hash_token(&fresh);
-            if !store::sessions::rotate_refresh_hash(&mut tx, s.session_id, &old_hash, &fresh_hash)
-                .await?
-            {
-                return Err(RefreshError::Raced);
-            }
-            let successor = id
-                .data_key
-                .encrypt(fresh.as_bytes())
-                .map_err(|e| OidcError::ServerError(e.to_string()))?;
-            store::oidc::insert_rotated(
-                &mut tx,
-                &RotatedToken {
-                    token_hash: old_hash,
-                    session_id: s.session_id,
-                    successor,
-                    successor_hash: fresh_hash,
-                    rotated_at: now,
-                },
-            )
-            .await?;
-            (s, fresh)
-        }
-        None => {
-            let rotated = store::oidc::get_rotated(&mut tx, &old_hash)
-                .await?
-                .ok_or_else(|| OidcError::invalid_grant("unknown refresh token"))?;
-            let grant = store::oidc::get_grant(&mut tx, rotated.session_id)
-                .await?
-                .filter(|g| g.client_id == client.client_id)
-                .ok_or_else(|| OidcError::invalid_grant("unknown refresh token"))?;
-            let s = store::sessions::get(&mut tx, grant.session_id)
-                .await?
-                .ok_or_else(|| OidcError::invalid_grant("unknown refresh token"))?;
-            let grace = ttl(id.config.oidc.refresh_grace);
-            let in_grace = now - rotated.rotated_at <= grace
-                && s.refresh_token.as_deref() == Some(rotated.successor_hash.as_str())
-                && live(&s, now).is_ok();
-            if !in_grace {
-                // Reuse of a rotated token: the family is compromised (BCP §4.14.2).
-                revoke_grant_in(&mut tx, id, s.session_id, "refresh_token_reuse").await?;
-                tx.commit().await.map_err(IdentityError::from)?;
-                return Err(
-                    OidcError::invalid_grant("the refresh token has already been used").into(),
-                );
-            }
-            let plain = id
-                .data_key
-                .decrypt(&rotated.successor)
-                .map_err(|e| OidcError::ServerError(e.to_string()))?;
-            let fresh =
-                String::from_utf8(plain).map_err(|e| OidcError::ServerError(e.to_string()))?;
-            (s, fresh)
-        }
-    };
-    let grant = store::oidc::get_grant(&mut tx, session.session_id)
+    if !store::sessions::rotate_refresh_hash(&mut tx, session.session_id, &old_hash, &fresh_hash)
         .await?
-        .ok_or_else(|| OidcError::invalid_grant("unknown refresh token"))?;
-    let granted = parse_scope(&grant.scope);
-    let scopes = match scope {
-        None => granted,
-        Some(s) => {
-            let asked = parse_scope(s);
-            if let Some(bad) = asked.iter().find(|a| !granted.contains(a)) {
-                return Err(
-                    OidcError::InvalidScope(format!("scope `{bad}` was not granted")).into(),
-                );
-            }
-            asked
-        }
-    };
-    let user = active_user(&mut tx, session.user_id).await?;
-    let resp = tokens_for(
-        id,
-        p,
+    {
+        return Err(RefreshError::Raced);
+    }
+    store::oidc::insert_rotated(
         &mut tx,
-        Issue {
-            client,
-            user: &user,
-            grant_session: &session,
-            scopes,
-            nonce: None,
-            browser_sid: grant.browser_session_id,
-            refresh_token: Some(fresh),
-            with_id_token: true,
+        &RotatedToken {
+            token_hash: old_hash,
+            session_id: session.session_id,
+            successor,
+            successor_hash: fresh_hash,
+            rotated_at: now,
         },
     )
     .await?;
     tx.commit().await.map_err(IdentityError::from)?;
-    Ok(resp)
+    let issue = Issue {
+        client,
+        user: &user,
+        grant_session: &session,
+        scopes,
+        nonce: None,
+        browser_sid: grant.browser_session_id,
+        refresh_token: Some(fresh),
+        with_id_token: true,
+    };
+    Ok(tokens_for(id, p, org, issue).await?)
+}
+
+/// A refresh token that was already rotated: within the grace window it gets the same
+/// successor again (concurrent refreshes); later, its reuse revokes the whole family.
+async fn refresh_rotated(
+    id: &Identity,
+    p: &Provider,
+    client: &OidcClient,
+    old_hash: &str,
+    scope: Option<&str>,
+) -> Result<TokenResponse, RefreshError> {
+    let now = id.clock.now();
+    let mut tx = id.db.begin().await.map_err(IdentityError::from)?;
+    let rotated = store::oidc::get_rotated(&mut tx, old_hash)
+        .await?
+        .ok_or_else(|| OidcError::invalid_grant("unknown refresh token"))?;
+    let grant = client_grant(&mut tx, client, rotated.session_id).await?;
+    let session = store::sessions::get(&mut tx, grant.session_id)
+        .await?
+        .ok_or_else(|| OidcError::invalid_grant("unknown refresh token"))?;
+    let grace = ttl(id.config.oidc.refresh_grace);
+    let in_grace = now - rotated.rotated_at <= grace
+        && session.refresh_token.as_deref() == Some(rotated.successor_hash.as_str())
+        && live(&session, now).is_ok();
+    if !in_grace {
+        // Reuse of a rotated token: the family is compromised (BCP §4.14.2).
+        revoke_grant_in(&mut tx, id, session.session_id, "refresh_token_reuse").await?;
+        tx.commit().await.map_err(IdentityError::from)?;
+        return Err(OidcError::invalid_grant("the refresh token has already been used").into());
+    }
+    let plain = id
+        .data_key
+        .decrypt(&rotated.successor)
+        .map_err(|e| OidcError::ServerError(e.to_string()))?;
+    let fresh = String::from_utf8(plain).map_err(|e| OidcError::ServerError(e.to_string()))?;
+    let scopes = narrowed_scopes(&grant, scope)?;
+    let user = active_user(&mut tx, session.user_id).await?;
+    let org = org_info(&mut tx, session.org_id, user.user_id).await?;
+    tx.commit().await.map_err(IdentityError::from)?;
+    let issue = Issue {
+        client,
+        user: &user,
+        grant_session: &session,
+        scopes,
+        nonce: None,
+        browser_sid: grant.browser_session_id,
+        refresh_token: Some(fresh),
+        with_id_token: true,
+    };
+    Ok(tokens_for(id, p, org, issue).await?)
+}
+
+/// The grant behind a refresh token, if it was made for this client.
+async fn client_grant(
+    a: &mut impl store::Access,
+    client: &OidcClient,
+    session_id: Uuid,
+) -> Result<Grant, OidcError> {
+    store::oidc::get_grant(a, session_id)
+        .await?
+        .filter(|g| g.client_id == client.client_id)
+        .ok_or_else(|| OidcError::invalid_grant("unknown refresh token"))
+}
+
+/// The scopes of a refreshed token: the granted ones, or a subset asked for (RFC 6749 §6).
+fn narrowed_scopes(grant: &Grant, scope: Option<&str>) -> Result<Vec<String>, OidcError> {
+    let granted = parse_scope(&grant.scope);
+    let Some(s) = scope else {
+        return Ok(granted);
+    };
+    let asked = parse_scope(s);
+    if let Some(bad) = asked.iter().find(|a| !granted.contains(a)) {
+        return Err(OidcError::InvalidScope(format!(
+            "scope `{bad}` was not granted"
+        )));
+    }
+    Ok(asked)
 }
 
 /// `client_credentials` (RFC 6749 §4.4): a stateless JWT whose subject is the client.

@@ -99,8 +99,7 @@ async fn load(
     let row = res::get_user(a, ctx.client_id(), ctx.org_id(), user_id)
         .await?
         .ok_or_else(|| not_found(user_id))?;
-    let groups = res::groups_of_user(a, ctx.org_id(), user_id).await?;
-    let doc = render(ctx, &row, &groups);
+    let doc = render(ctx, &row, &row.groups()?);
     Ok((row, doc))
 }
 
@@ -157,21 +156,9 @@ pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
         res::count_users(&mut c, ctx.client_id(), ctx.org_id(), &plan.cond).await?
     };
     let next = plan.next_cursor(rows.len(), rows.last().map(|r| r.user_id));
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.user_id).collect();
-    let mut groups: std::collections::HashMap<Uuid, Vec<(Uuid, String)>> =
-        std::collections::HashMap::new();
-    if !ids.is_empty() {
-        for (user, group, name) in res::groups_of_users(&mut c, ctx.org_id(), &ids).await? {
-            groups.entry(user).or_default().push((group, name));
-        }
-    }
     let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
-        let doc = render(
-            ctx,
-            row,
-            groups.get(&row.user_id).map(Vec::as_slice).unwrap_or(&[]),
-        );
+        let doc = render(ctx, row, &row.groups()?);
         items.push(schema::project(
             &USER_RESOURCE,
             &doc,

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub mod api_keys;
@@ -84,13 +85,19 @@ pub enum Backend {
 /// A pool of connections to one database. Cheap to clone.
 #[derive(Debug, Clone)]
 pub enum Db {
-    Sqlite(SqlitePool),
+    /// With this process's gate for SQLite's one writer (see [`Db::begin`]).
+    Sqlite(SqlitePool, Arc<tokio::sync::Mutex<()>>),
     Postgres(PgPool),
 }
 
-/// A transaction; dropped without [`Tx::commit`] it rolls back.
+/// A transaction; dropped without [`Tx::commit`] it rolls back. On SQLite it holds the
+/// writer gate until then (declared after the transaction, so it opens after the rollback
+/// is queued).
 pub enum Tx {
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Sqlite(
+        sqlx::Transaction<'static, Sqlite>,
+        tokio::sync::OwnedMutexGuard<()>,
+    ),
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
 
@@ -114,7 +121,7 @@ pub trait Access: Send {
 impl Access for Tx {
     fn exec(&mut self) -> Exec<'_> {
         match self {
-            Tx::Sqlite(t) => Exec::Sqlite(t),
+            Tx::Sqlite(t, _) => Exec::Sqlite(t),
             Tx::Postgres(t) => Exec::Postgres(t),
         }
     }
@@ -132,7 +139,7 @@ impl Access for Conn {
 impl Tx {
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Sqlite(t, _gate) => t.commit().await?,
             Tx::Postgres(t) => t.commit().await?,
         }
         Ok(())
@@ -317,7 +324,7 @@ impl Db {
                 .connect_with(co)
                 .await
                 .map_err(OpenError::Connect)?;
-            Ok(Db::Sqlite(pool))
+            Ok(Db::Sqlite(pool, Arc::default()))
         } else {
             let co = PgConnectOptions::from_str(url).map_err(OpenError::Connect)?;
             let pool = PgPoolOptions::new()
@@ -332,7 +339,7 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         match self {
-            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Sqlite(..) => Backend::Sqlite,
             Db::Postgres(_) => Backend::Postgres,
         }
     }
@@ -343,7 +350,7 @@ impl Db {
     pub async fn migrate(&self) -> Result<Vec<i64>, StoreError> {
         let before = self.applied_migrations().await?;
         match self {
-            Db::Sqlite(p) => {
+            Db::Sqlite(p, _) => {
                 // sqlx takes no lock on SQLite, so two processes starting together can both
                 // try a migration; the loser's transaction rolls back. Re-running then finds
                 // it applied (or fails again for a real reason).
@@ -400,17 +407,22 @@ impl Db {
     /// Begins a transaction. On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken
     /// (waiting up to the busy timeout) before the first read, because a deferred
     /// transaction that reads and then writes fails at once with SQLITE_BUSY when another
-    /// writer got in between, instead of waiting.
+    /// writer got in between, instead of waiting. This process's transactions first queue
+    /// on an async gate, in order, so they do not meet in SQLite's busy handler, which
+    /// sleeps 1, 2, 5, 10… ms between tries and leaves the lock idle meanwhile.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match self {
-            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite(p, gate) => {
+                let turn = Arc::clone(gate).lock_owned().await;
+                Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, turn)
+            }
             Db::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
     }
 
     pub async fn conn(&self) -> Result<Conn, StoreError> {
         Ok(match self {
-            Db::Sqlite(p) => Conn::Sqlite(p.acquire().await?),
+            Db::Sqlite(p, _) => Conn::Sqlite(p.acquire().await?),
             Db::Postgres(p) => Conn::Postgres(p.acquire().await?),
         })
     }
@@ -418,7 +430,7 @@ impl Db {
     /// Closes the pool: later calls fail as "unavailable".
     pub async fn close(&self) {
         match self {
-            Db::Sqlite(p) => p.close().await,
+            Db::Sqlite(p, _) => p.close().await,
             Db::Postgres(p) => p.close().await,
         }
     }
@@ -436,7 +448,7 @@ impl Db {
     /// The pool's current occupancy (for the metrics gauges); no database round trip.
     pub fn pool_stats(&self) -> PoolStats {
         let (size, idle, max) = match self {
-            Db::Sqlite(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
+            Db::Sqlite(p, _) => (p.size(), p.num_idle(), p.options().get_max_connections()),
             Db::Postgres(p) => (p.size(), p.num_idle(), p.options().get_max_connections()),
         };
         PoolStats {

@@ -93,7 +93,7 @@ fn custom(l: &TextList) -> TextList {
 macro_rules! fetch {
     ($db:expr, $ty:ty, $sql:expr $(, $bind:expr)* $(,)?) => {
         match $db {
-            Db::Sqlite(p) => sqlx::query_as::<_, $ty>($sql)$(.bind($bind))*.fetch_all(p).await,
+            Db::Sqlite(p, _) => sqlx::query_as::<_, $ty>($sql)$(.bind($bind))*.fetch_all(p).await,
             Db::Postgres(p) => sqlx::query_as::<_, $ty>($sql)$(.bind($bind))*.fetch_all(p).await,
         }
         .expect("raw read")

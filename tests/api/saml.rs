@@ -243,7 +243,7 @@ async fn rp_client(app: &TestApp) -> Setup {
 pub async fn count(app: &TestApp, sql: &str, org_id: Uuid) -> i64 {
     use lintel::store::Db;
     match &app.state.identity.db {
-        Db::Sqlite(p) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        Db::Sqlite(p, _) => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
             .bind(org_id)
             .fetch_one(p)
             .await

@@ -889,6 +889,51 @@ async fn groups_members_and_entra_remove_by_value(app: TestApp) {
     let user = s.get(&format!("/Users/{}", u[0])).await;
     assert_eq!(user.body["groups"][0]["value"], json!(g));
     assert_eq!(user.body["groups"][0]["display"], json!("Engineering"));
+    // A second group: both are shown, on GET and in lists (read in the page's statement).
+    let g2 = s.group("Design", &[&u[0]]).await;
+    let user = s.get(&format!("/Users/{}", u[0])).await;
+    let shown = |doc: &Value| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = doc["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["value"].as_str().unwrap().to_string(),
+                    x["display"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want = vec![
+        (g.clone(), "Engineering".to_string()),
+        (g2, "Design".to_string()),
+    ];
+    want.sort();
+    assert_eq!(shown(&user.body), want);
+    let listed = s
+        .get(&format!(
+            "/Users?filter=userName%20eq%20%22{}%22",
+            user.body["userName"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(listed.body["totalResults"], json!(1), "{}", listed.body);
+    assert_eq!(shown(&listed.body["Resources"][0]), want);
+    let other = s.get(&format!("/Users/{}", u[3])).await;
+    assert!(
+        other.body.get("groups").is_none_or(|g| g == &json!([])),
+        "{}",
+        other.body
+    );
+    let gone = s
+        .delete(&format!(
+            "/Groups/{}",
+            want.iter().find(|w| w.1 == "Design").unwrap().0
+        ))
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
 
     // Entra: add members, then remove by a value array with no filter.
     let add = s

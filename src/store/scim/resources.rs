@@ -64,6 +64,28 @@ pub struct UserRow {
     pub created_at: DateTime<Utc>,
     pub last_modified: DateTime<Utc>,
     pub external_id: Option<String>,
+    /// The user's groups in the org as a JSON array of `[group id, displayName]`, read in
+    /// the same statement (see [`UserRow::groups`]).
+    #[sqlx(rename = "groups")]
+    pub groups_json: String,
+}
+
+impl UserRow {
+    /// The user's groups in the org, by group id.
+    pub fn groups(&self) -> Result<Vec<(Uuid, String)>, StoreError> {
+        let bad = |e: Box<dyn std::error::Error + Send + Sync>| {
+            StoreError::Database(sqlx::Error::Decode(e))
+        };
+        let raw: Vec<(String, String)> =
+            serde_json::from_str(&self.groups_json).map_err(|e| bad(e.into()))?;
+        let mut out = raw
+            .into_iter()
+            .map(|(id, name)| Uuid::parse_str(&id).map(|id| (id, name)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(e.into()))?;
+        out.sort();
+        Ok(out)
+    }
 }
 
 /// `$1` is the requesting client (for its externalIds), `$2` the org.
@@ -79,13 +101,34 @@ const USER_COLUMNS: &str = "su.user_id, su.org_id, su.user_name, su.display_name
     u.picture_url, u.enabled, u.properties, m.version, m.created_at, m.last_modified, \
     x.external_id";
 
+/// [`USER_COLUMNS`] plus the user's groups as one JSON text column, so a page of users is
+/// one statement (each is a round trip to SQLite's worker thread or to PostgreSQL).
+fn user_columns(d: Dialect) -> String {
+    let groups = match d {
+        Dialect::Sqlite => {
+            "SELECT json_group_array(json_array(lower(hex(g.group_id)), g.display_name))"
+        }
+        Dialect::Postgres => {
+            "SELECT COALESCE(json_agg(json_build_array(g.group_id, g.display_name)), '[]')::text"
+        }
+    };
+    format!(
+        "{USER_COLUMNS}, ({groups} FROM scim_group_members gm \
+         JOIN scim_groups g ON g.group_id = gm.group_id \
+         WHERE gm.user_id = su.user_id AND g.org_id = su.org_id) AS groups"
+    )
+}
+
 pub async fn get_user(
     a: &mut impl Access,
     client_id: Uuid,
     org_id: Uuid,
     user_id: Uuid,
 ) -> Result<Option<UserRow>, StoreError> {
-    let sql = format!("SELECT {USER_COLUMNS} {USER_FROM} AND su.user_id = $3");
+    let sql = format!(
+        "SELECT {} {USER_FROM} AND su.user_id = $3",
+        user_columns(dialect(a))
+    );
     Ok(with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(client_id)
         .bind(org_id)
@@ -180,8 +223,9 @@ pub async fn search_users(
     );
     let binds = q.binds;
     let outer_binds = outer.binds;
+    let columns = user_columns(dialect(a));
     let sql = format!(
-        "SELECT {USER_COLUMNS} {USER_FROM} AND su.user_id IN (
+        "SELECT {columns} {USER_FROM} AND su.user_id IN (
            SELECT su.user_id FROM scim_users su{joins}
            WHERE su.org_id = $2 AND {where_} ORDER BY {inner_order} LIMIT {limit} OFFSET {offset})
          ORDER BY {outer_order}"
@@ -716,33 +760,6 @@ pub async fn delete_external_ids(
     .execute(&mut *c)
     .await?
     .rows_affected()))
-}
-
-/// Groups of the org for several users at once: (user_id, group_id, displayName).
-pub async fn groups_of_users(
-    a: &mut impl Access,
-    org_id: Uuid,
-    user_ids: &[Uuid],
-) -> Result<Vec<(Uuid, Uuid, String)>, StoreError> {
-    let mut out = Vec::new();
-    for chunk in user_ids.chunks(200) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!(
-            "SELECT gm.user_id, g.group_id, g.display_name FROM scim_group_members gm
-             JOIN scim_groups g ON g.group_id = gm.group_id
-             WHERE g.org_id = $1 AND gm.user_id IN ({}) ORDER BY gm.user_id, g.group_id",
-            placeholders.join(", ")
-        );
-        let rows: Vec<(Uuid, Uuid, String)> = with_conn!(a, |c| {
-            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone())).bind(org_id);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            q.fetch_all(&mut *c).await?
-        });
-        out.extend(rows);
-    }
-    Ok(out)
 }
 
 /// False only when the org's IdP set the user `active: false` over SCIM.
