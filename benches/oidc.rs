@@ -11,9 +11,6 @@
 //!
 //! Reported: requests/s, latency p50/p99, and the process's CPU time per request (server
 //! and client together; PostgreSQL's own CPU is not included).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc; // as the binary
-
 use lintel::app::App;
 use lintel::config::{Config, Secret};
 use lintel::identity::users::{self, NewUser};
