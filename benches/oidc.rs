@@ -1,6 +1,7 @@
 //! The OpenID Connect token paths under load (issue 6's benchmarks).
 //!
-//! `cargo bench --bench oidc` (env: OIDC_BENCH_SECS, OIDC_BENCH_CONCURRENCY, and
+//! `cargo bench --bench oidc` (env: OIDC_BENCH_SECS, OIDC_BENCH_CONCURRENCY,
+//! OIDC_BENCH_CONNECTIONS (the pool, 16), and
 //! OIDC_BENCH_ONLY to run only the paths whose name contains it): the real
 //! server on SQLite (and on a fresh PostgreSQL database when `LINTEL_TEST_POSTGRES_URL` is
 //! set), clients in the same process, for a fixed time each:
@@ -179,7 +180,7 @@ async fn run(label: &str, database_url: String) {
         ),
         (
             "LINTEL_DATABASE_MAX_CONNECTIONS".to_string(),
-            "16".to_string(),
+            env_or("OIDC_BENCH_CONNECTIONS", 16).to_string(),
         ),
     ];
     let config = Config::from_sources(None, env).expect("config");

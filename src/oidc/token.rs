@@ -57,12 +57,17 @@ async fn active_user(a: &mut impl store::Access, user_id: Uuid) -> Result<User, 
     let user = store::users::get(a, user_id)
         .await?
         .ok_or_else(|| OidcError::invalid_grant("the user no longer exists"))?;
+    check_active(&user)?;
+    Ok(user)
+}
+
+fn check_active(user: &User) -> Result<(), OidcError> {
     if !user.enabled || user.locked {
         return Err(OidcError::invalid_grant(
             "the account is disabled or locked",
         ));
     }
-    Ok(user)
+    Ok(())
 }
 
 async fn org_info(
@@ -381,18 +386,25 @@ async fn refresh_inner(
 ) -> Result<TokenResponse, RefreshError> {
     let now = id.clock.now();
     let old_hash = hash_token(token);
-    // The reads run outside the write transaction, so on SQLite only the rotation holds the
-    // write lock. The rotation is conditional on the token still being current and its
+    // The reads run first, on any connection; the rotation is then one statement
+    // (`store::oidc::rotate_refresh`), conditional on the token still being current and its
     // session not revoked: a concurrent rotation or revocation in between is `Raced`.
     let mut c = id.db.conn().await.map_err(IdentityError::from)?;
-    let Some(session) = store::sessions::find_by_refresh_hash(&mut c, &old_hash).await? else {
+    let Some(read) = store::oidc::refresh_read(&mut c, &old_hash).await? else {
         drop(c);
         return refresh_rotated(id, p, client, &old_hash, scope).await;
     };
-    let grant = client_grant(&mut c, client, session.session_id).await?;
+    let store::oidc::RefreshRead {
+        session,
+        grant,
+        user,
+    } = read;
+    if grant.client_id != client.client_id {
+        return Err(OidcError::invalid_grant("unknown refresh token").into());
+    }
     live(&session, now)?;
     let scopes = narrowed_scopes(&grant, scope)?;
-    let user = active_user(&mut c, session.user_id).await?;
+    check_active(&user)?;
     let org = org_info(&mut c, session.org_id, user.user_id).await?;
     drop(c);
     let fresh = new_token();
@@ -401,14 +413,9 @@ async fn refresh_inner(
         .data_key
         .encrypt(fresh.as_bytes())
         .map_err(|e| OidcError::ServerError(e.to_string()))?;
-    let mut tx = id.db.begin().await.map_err(IdentityError::from)?;
-    if !store::sessions::rotate_refresh_hash(&mut tx, session.session_id, &old_hash, &fresh_hash)
-        .await?
-    {
-        return Err(RefreshError::Raced);
-    }
-    store::oidc::insert_rotated(
-        &mut tx,
+    let mut w = id.db.writer().await.map_err(IdentityError::from)?;
+    let rotated = store::oidc::rotate_refresh(
+        &mut w,
         &RotatedToken {
             token_hash: old_hash,
             session_id: session.session_id,
@@ -418,17 +425,11 @@ async fn refresh_inner(
         },
     )
     .await?;
-    tx.commit().await.map_err(IdentityError::from)?;
-    let issue = Issue {
-        client,
-        user: &user,
-        grant_session: &session,
-        scopes,
-        nonce: None,
-        browser_sid: grant.browser_session_id,
-        refresh_token: Some(fresh),
-        with_id_token: true,
-    };
+    drop(w);
+    if !rotated {
+        return Err(RefreshError::Raced);
+    }
+    let issue = refresh_issue(client, &user, &session, &grant, scopes, fresh);
     Ok(tokens_for(id, p, org, issue).await?)
 }
 
@@ -469,17 +470,30 @@ async fn refresh_rotated(
     let user = active_user(&mut tx, session.user_id).await?;
     let org = org_info(&mut tx, session.org_id, user.user_id).await?;
     tx.commit().await.map_err(IdentityError::from)?;
-    let issue = Issue {
+    let issue = refresh_issue(client, &user, &session, &grant, scopes, fresh);
+    Ok(tokens_for(id, p, org, issue).await?)
+}
+
+/// What a refresh issues: an access token, the rotated refresh token and an ID token
+/// (OIDC Core §12.2) for the grant's session.
+fn refresh_issue<'a>(
+    client: &'a OidcClient,
+    user: &'a User,
+    session: &'a Session,
+    grant: &Grant,
+    scopes: Vec<String>,
+    fresh: String,
+) -> Issue<'a> {
+    Issue {
         client,
-        user: &user,
-        grant_session: &session,
+        user,
+        grant_session: session,
         scopes,
         nonce: None,
         browser_sid: grant.browser_session_id,
         refresh_token: Some(fresh),
         with_id_token: true,
-    };
-    Ok(tokens_for(id, p, org, issue).await?)
+    }
 }
 
 /// The grant behind a refresh token, if it was made for this client.

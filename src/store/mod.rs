@@ -104,6 +104,8 @@ pub enum Tx {
 /// A pooled connection outside any transaction (single-statement reads and writes).
 pub enum Conn {
     Sqlite(PoolConnection<Sqlite>),
+    /// Holding this process's SQLite writer gate (see [`Db::writer`]).
+    SqliteWriter(PoolConnection<Sqlite>, tokio::sync::OwnedMutexGuard<()>),
     Postgres(PoolConnection<Postgres>),
 }
 
@@ -130,7 +132,7 @@ impl Access for Tx {
 impl Access for Conn {
     fn exec(&mut self) -> Exec<'_> {
         match self {
-            Conn::Sqlite(c) => Exec::Sqlite(c),
+            Conn::Sqlite(c) | Conn::SqliteWriter(c, _) => Exec::Sqlite(c),
             Conn::Postgres(c) => Exec::Postgres(c),
         }
     }
@@ -417,6 +419,18 @@ impl Db {
                 Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?, turn)
             }
             Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// A connection for one writing statement outside a transaction; on SQLite it waits
+    /// its turn at the writer gate first, like [`Db::begin`].
+    pub async fn writer(&self) -> Result<Conn, StoreError> {
+        Ok(match self {
+            Db::Sqlite(p, gate) => {
+                let turn = Arc::clone(gate).lock_owned().await;
+                Conn::SqliteWriter(p.acquire().await?, turn)
+            }
+            Db::Postgres(p) => Conn::Postgres(p.acquire().await?),
         })
     }
 

@@ -269,6 +269,93 @@ pub async fn get_grant(a: &mut impl Access, session_id: Uuid) -> Result<Option<G
         .await?))
 }
 
+/// What a refresh reads: the session holding the refresh token, its grant and its user.
+#[derive(Debug, Clone)]
+pub struct RefreshRead {
+    pub session: crate::store::sessions::Session,
+    pub grant: Grant,
+    pub user: crate::store::users::User,
+}
+
+const REFRESH_READ: &str = "SELECT u.user_id, u.legacy_user_id, u.email, u.email_confirmed,
+        u.username, u.first_name, u.last_name, u.picture_url, u.properties, u.has_password,
+        u.update_password_required, u.locked, u.enabled, u.mfa_enabled, u.can_create_orgs,
+        u.created_at, u.last_active_at,
+        s.session_id AS s_session_id, s.refresh_token AS s_refresh_token,
+        s.created_at AS s_created_at, s.expires_at AS s_expires_at, s.revoked AS s_revoked,
+        s.ip_address AS s_ip_address, s.user_agent AS s_user_agent, s.org_id AS s_org_id,
+        s.auth_methods AS s_auth_methods, s.auth_time AS s_auth_time,
+        s.last_seen_at AS s_last_seen_at, s.impersonator_id AS s_impersonator_id,
+        g.client_id AS g_client_id, g.browser_session_id AS g_browser_session_id,
+        g.code_hash AS g_code_hash, g.scope AS g_scope, g.acr AS g_acr,
+        g.created_at AS g_created_at
+    FROM sessions s
+    JOIN oidc_grants g ON g.session_id = s.session_id
+    JOIN users u ON u.user_id = s.user_id
+    WHERE s.refresh_token = $1";
+
+/// The session holding refresh token `refresh_hash`, its grant and its user, in one
+/// statement (the refresh grant's read).
+pub async fn refresh_read(
+    a: &mut impl Access,
+    refresh_hash: &str,
+) -> Result<Option<RefreshRead>, StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        user: crate::store::users::User,
+        s_session_id: Uuid,
+        s_refresh_token: Option<String>,
+        s_created_at: DateTime<Utc>,
+        s_expires_at: DateTime<Utc>,
+        s_revoked: bool,
+        s_ip_address: Option<crate::store::Inet>,
+        s_user_agent: Option<String>,
+        s_org_id: Option<Uuid>,
+        s_auth_methods: TextList,
+        s_auth_time: DateTime<Utc>,
+        s_last_seen_at: DateTime<Utc>,
+        s_impersonator_id: Option<Uuid>,
+        g_client_id: String,
+        g_browser_session_id: Option<Uuid>,
+        g_code_hash: Option<String>,
+        g_scope: String,
+        g_acr: Option<String>,
+        g_created_at: DateTime<Utc>,
+    }
+    let row: Option<Row> = with_conn!(a, |c| sqlx::query_as(REFRESH_READ)
+        .bind(refresh_hash)
+        .fetch_optional(&mut *c)
+        .await?);
+    Ok(row.map(|r| RefreshRead {
+        session: crate::store::sessions::Session {
+            session_id: r.s_session_id,
+            user_id: r.user.user_id,
+            refresh_token: r.s_refresh_token,
+            created_at: r.s_created_at,
+            expires_at: r.s_expires_at,
+            revoked: r.s_revoked,
+            ip_address: r.s_ip_address,
+            user_agent: r.s_user_agent,
+            org_id: r.s_org_id,
+            auth_methods: r.s_auth_methods,
+            auth_time: r.s_auth_time,
+            last_seen_at: r.s_last_seen_at,
+            impersonator_id: r.s_impersonator_id,
+        },
+        grant: Grant {
+            session_id: r.s_session_id,
+            client_id: r.g_client_id,
+            browser_session_id: r.g_browser_session_id,
+            code_hash: r.g_code_hash,
+            scope: r.g_scope,
+            acr: r.g_acr,
+            created_at: r.g_created_at,
+        },
+        user: r.user,
+    }))
+}
+
 pub async fn grant_by_code(
     a: &mut impl Access,
     code_hash: &str,
@@ -310,11 +397,17 @@ pub struct RotatedToken {
     pub rotated_at: DateTime<Utc>,
 }
 
-pub async fn insert_rotated(a: &mut impl Access, r: &RotatedToken) -> Result<(), StoreError> {
-    with_conn!(a, |c| sqlx::query(
+/// Rotates a refresh token in one statement: records `r` (the old token's hash, its
+/// successor) if the session still holds the old token and is not revoked, and a trigger
+/// (migration 0007) moves the session to the successor. `false` when the token was no
+/// longer current: another rotation or a revocation came first (on PostgreSQL a concurrent
+/// rotation of the same token meets the primary key instead).
+pub async fn rotate_refresh(a: &mut impl Access, r: &RotatedToken) -> Result<bool, StoreError> {
+    let rotated = with_conn!(a, |c| sqlx::query(
         "INSERT INTO oidc_rotated_refresh_tokens
              (token_hash, session_id, successor, successor_hash, rotated_at)
-         VALUES ($1, $2, $3, $4, $5)"
+         SELECT $1, session_id, $3, $4, $5 FROM sessions
+         WHERE session_id = $2 AND refresh_token = $1 AND NOT revoked"
     )
     .bind(&r.token_hash)
     .bind(r.session_id)
@@ -322,9 +415,15 @@ pub async fn insert_rotated(a: &mut impl Access, r: &RotatedToken) -> Result<(),
     .bind(&r.successor_hash)
     .bind(r.rotated_at)
     .execute(&mut *c)
-    .await?
-    .rows_affected());
-    Ok(())
+    .await
+    .map(|done| done.rows_affected()));
+    match rotated {
+        Ok(n) => Ok(n == 1),
+        Err(e) => match StoreError::from(e) {
+            StoreError::Conflict { .. } => Ok(false),
+            other => Err(other),
+        },
+    }
 }
 
 pub async fn get_rotated(

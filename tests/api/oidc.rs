@@ -19,6 +19,7 @@ on_both_backends!(
     code_flow_with_tokens_userinfo_refresh_introspect_revoke_logout,
     a_reused_code_fails_and_revokes_its_tokens,
     refresh_reuse_after_grace_revokes_the_family,
+    concurrent_refreshes_share_one_successor,
     authorization_errors_never_redirect_to_unregistered_uris,
     public_clients_need_pkce_s256,
     client_authentication_failures_are_401,
@@ -655,6 +656,58 @@ async fn refresh_reuse_after_grace_revokes_the_family(app: TestApp) {
     assert_eq!(e["error"], "invalid_grant");
     let (st, _) = refresh(rt3).await;
     assert_eq!(st, 400, "the whole family is revoked");
+    app.finish().await;
+}
+
+/// Eight refreshes of one token at once: exactly one rotation happens (the others lose the
+/// race in `rotate_refresh` and are answered from the grace window with the same
+/// successor), and the successor then rotates normally.
+async fn concurrent_refreshes_share_one_successor(app: TestApp) {
+    let s = setup(&app, true).await;
+    let mut b = Browser::new(&app);
+    let code = login_for_code(&mut b, &s, &[]).await;
+    let (_, t) = exchange(&app, &s, &code).await;
+    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), app.url("/oauth2/token"));
+            let (id, secret, rt) = (s.client_id.clone(), s.secret.clone(), rt.clone());
+            tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .basic_auth(id, Some(secret))
+                    .form(&[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", rt.as_str()),
+                    ])
+                    .send()
+                    .await
+                    .unwrap();
+                let st = r.status().as_u16();
+                (st, r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut successors = std::collections::BTreeSet::new();
+    for call in calls {
+        let (st, v) = call.await.unwrap();
+        assert_eq!(st, 200, "{v}");
+        successors.insert(v["refresh_token"].as_str().unwrap().to_string());
+    }
+    assert_eq!(successors.len(), 1, "one successor for all: {successors:?}");
+    let next = successors.into_iter().next().unwrap();
+    assert_ne!(next, rt);
+    let (st, v, _) = token(
+        &app,
+        &s,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", next.as_str()),
+        ],
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_ne!(v["refresh_token"].as_str().unwrap(), next);
     app.finish().await;
 }
 
