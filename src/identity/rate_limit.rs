@@ -589,6 +589,12 @@ impl FastPath {
         }
     }
 
+    /// Whether a reservation of several counts of `k` is in flight.
+    fn reserving(&self, k: &SlotKey) -> bool {
+        let map = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(k).is_some_and(|e| e.reserving)
+    }
+
     /// Ends a reservation of several counts that failed.
     fn abort_reservation(&self, k: &SlotKey) {
         let mut map = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
@@ -695,17 +701,20 @@ pub async fn check(id: &Identity, key: &RateKey) -> Result<Decision, IdentityErr
         let slot_key: SlotKey = (policy.policy_id, subject.clone(), window_start.timestamp());
         // A count this node already reserved costs no database work.
         let count = loop {
-            // Registered before looking, so the end of a reservation is never missed.
-            let ended = node.reservation_ended.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
             if let Some(count) = node.take_slot(&slot_key) {
                 break Ok(count);
             }
             let n = match node.next(&slot_key, limit) {
                 Next::Reserve(n) => n,
                 Next::Wait => {
-                    // Bounded, in case the reserving request stalls: then count alone.
+                    // Registered, then checked again, so the end is never missed; the wait
+                    // is bounded in case the reserving request stalls: then count alone.
+                    let ended = node.reservation_ended.notified();
+                    tokio::pin!(ended);
+                    ended.as_mut().enable();
+                    if !node.reserving(&slot_key) {
+                        continue;
+                    }
                     match tokio::time::timeout(RESERVATION_WAIT, ended).await {
                         Ok(()) => continue,
                         Err(_) => 1,
