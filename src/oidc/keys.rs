@@ -205,7 +205,7 @@ impl Keyring {
             let signer: Arc<dyn JwsSigner> = match f.alg {
                 "RS256" => Arc::new(RS256.signer_from_pem(&pem).map_err(err)?),
                 "EdDSA" => Arc::new(EdDSA.signer_from_pem(&pem).map_err(err)?),
-                _ => Arc::new(ES256.signer_from_pem(&pem).map_err(err)?),
+                _ => Arc::new(super::es256::Es256Signer::from_pem(&pem).map_err(err)?),
             };
             s.signers
                 .insert(f.kid.clone(), Arc::new(Signer { alg: f.alg, signer }));

@@ -7,6 +7,7 @@ pub mod claims;
 pub mod clients;
 pub mod discovery;
 pub mod error;
+pub mod es256;
 pub mod interaction;
 pub mod jwt;
 pub mod keys;

@@ -320,9 +320,12 @@ impl Db {
             {
                 std::fs::create_dir_all(dir).map_err(OpenError::CreateDir)?;
             }
+            // An embedded file cannot drop a connection: no ping on every acquire (a
+            // round trip to the connection's worker thread).
             let pool = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.connect_timeout)
+                .test_before_acquire(false)
                 .connect_with(co)
                 .await
                 .map_err(OpenError::Connect)?;
