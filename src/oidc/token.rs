@@ -399,9 +399,7 @@ async fn refresh_inner(
         grant,
         user,
     } = read;
-    if grant.client_id != client.client_id {
-        return Err(OidcError::invalid_grant("unknown refresh token").into());
-    }
+    let grant = for_client(Some(grant), client)?;
     live(&session, now)?;
     let scopes = narrowed_scopes(&grant, scope)?;
     check_active(&user)?;
@@ -502,8 +500,12 @@ async fn client_grant(
     client: &OidcClient,
     session_id: Uuid,
 ) -> Result<Grant, OidcError> {
-    store::oidc::get_grant(a, session_id)
-        .await?
+    for_client(store::oidc::get_grant(a, session_id).await?, client)
+}
+
+/// A grant stands behind a refresh token only for the client it was made for.
+fn for_client(grant: Option<Grant>, client: &OidcClient) -> Result<Grant, OidcError> {
+    grant
         .filter(|g| g.client_id == client.client_id)
         .ok_or_else(|| OidcError::invalid_grant("unknown refresh token"))
 }

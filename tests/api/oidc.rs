@@ -620,12 +620,17 @@ async fn a_reused_code_fails_and_revokes_its_tokens(app: TestApp) {
     app.finish().await;
 }
 
+/// Logs in through a browser and exchanges the code: the refresh token issued.
+async fn first_refresh_token(app: &TestApp, s: &Setup) -> String {
+    let mut b = Browser::new(app);
+    let code = login_for_code(&mut b, s, &[]).await;
+    let (_, t) = exchange(app, s, &code).await;
+    t["refresh_token"].as_str().unwrap().to_string()
+}
+
 async fn refresh_reuse_after_grace_revokes_the_family(app: TestApp) {
     let s = setup(&app, true).await;
-    let mut b = Browser::new(&app);
-    let code = login_for_code(&mut b, &s, &[]).await;
-    let (_, t) = exchange(&app, &s, &code).await;
-    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    let rt = first_refresh_token(&app, &s).await;
     let refresh = |rt: String| {
         let app = &app;
         let s = &s;
@@ -664,10 +669,7 @@ async fn refresh_reuse_after_grace_revokes_the_family(app: TestApp) {
 /// successor), and the successor then rotates normally.
 async fn concurrent_refreshes_share_one_successor(app: TestApp) {
     let s = setup(&app, true).await;
-    let mut b = Browser::new(&app);
-    let code = login_for_code(&mut b, &s, &[]).await;
-    let (_, t) = exchange(&app, &s, &code).await;
-    let rt = t["refresh_token"].as_str().unwrap().to_string();
+    let rt = first_refresh_token(&app, &s).await;
     let calls: Vec<_> = (0..8)
         .map(|_| {
             let (client, url) = (app.client.clone(), app.url("/oauth2/token"));
