@@ -201,6 +201,10 @@ pub const KEYS: &[KeySpec] = &[
         default: "1000",
     },
     KeySpec {
+        key: "scim.page_anchor_step",
+        default: "500",
+    },
+    KeySpec {
         key: "scim.bulk_max_operations",
         default: "1000",
     },
@@ -312,6 +316,9 @@ pub struct ScimConfig {
     pub token_overlap: Duration,
     /// Largest page (`count`) served; advertised in /ServiceProviderConfig.
     pub max_results: u32,
+    /// A deep `startIndex` on an unfiltered list starts from the id kept at every this
+    /// many positions (see `scim::anchors`); it then skips fewer rows than this.
+    pub page_anchor_step: u64,
     pub bulk_max_operations: u32,
     pub bulk_max_payload_bytes: u64,
     /// Where `userName` lands by default: the `email` or the `username` column.
@@ -738,6 +745,7 @@ impl Config {
                 })?,
                 token_overlap: raw.get("scim.token_overlap_secs", secs)?,
                 max_results: raw.get("scim.max_results", number(1u32, 10_000))?,
+                page_anchor_step: raw.get("scim.page_anchor_step", number(2u64, 1_000_000))?,
                 bulk_max_operations: raw.get("scim.bulk_max_operations", number(1u32, 100_000))?,
                 bulk_max_payload_bytes: raw
                     .get("scim.bulk_max_payload_bytes", number(1024u64, 104_857_600))?,

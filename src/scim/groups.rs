@@ -5,12 +5,14 @@
 //! an update. Group → role rules of the org's clients grant and revoke roles in the same
 //! transaction.
 use super::ScimError;
+use super::anchors;
 use super::query::Kind;
 use super::resource::{Ctx, ListParams, ListPlan, check_if_match, etag, list_response};
 use super::schema::{self, GROUP_RESOURCE};
 use super::{GROUP_SCHEMA, patch};
 use crate::identity::audit::{self, Event};
 use crate::identity::metrics::{ScimOperation, ScimResource, record_scim_provisioning};
+use crate::store::scim::query::Resource;
 use crate::store::scim::resources::{self as res, GroupRow};
 use crate::store::{self, Tx};
 use serde_json::{Map, Value, json};
@@ -115,19 +117,18 @@ pub async fn get(
 pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
     let plan = ListPlan::new(ctx, Kind::Group, &GROUP_RESOURCE, params)?;
     let mut c = ctx.id.db.conn().await?;
-    let rows = if plan.page.limit == 0 {
-        Vec::new()
-    } else {
-        res::search_groups(
-            &mut c,
-            ctx.client_id(),
-            ctx.org_id(),
-            &plan.cond,
-            &plan.page,
-        )
-        .await?
+    let (client, org) = (ctx.client_id(), ctx.org_id());
+    let anchored = anchors::plan(ctx, &mut c, Resource::Group, &plan).await?;
+    let mut rows = match &anchored {
+        Some(a) => res::search_groups(&mut c, client, org, &plan.cond, &a.page).await?,
+        None => Vec::new(),
     };
-    let total = if !plan.filtered {
+    if plan.page.limit > 0 && !anchored.as_ref().is_some_and(|a| a.holds(rows.len())) {
+        rows = res::search_groups(&mut c, client, org, &plan.cond, &plan.page).await?;
+    }
+    let total = if let Some(a) = &anchored {
+        a.total
+    } else if !plan.filtered {
         res::total(&mut c, ctx.org_id(), RESOURCE).await?
     } else if let Some(n) = plan.total_from_page(rows.len()) {
         n

@@ -21,7 +21,9 @@
 //! - [`bulk_request`]: BulkRequest parsing, limits, `bulkId` planning and the
 //!   BulkResponse document (pure; execution is the caller's).
 //! - [`error`]: [`ScimError`], the one SCIM error type (RFC 7644 §3.12).
+//! - [`anchors`]: this node's page anchors for a deep `startIndex`.
 
+pub mod anchors;
 pub mod bulk;
 pub mod bulk_request;
 pub mod cache;

@@ -340,6 +340,7 @@ impl ListPlan {
             offset: if cursor { 0 } else { offset },
             limit,
             after: params.cursor_after()?,
+            anchor: None,
         };
         Ok(ListPlan {
             filtered: cond.is_some(),

@@ -1524,3 +1524,119 @@ async fn root_search_spans_users_and_groups(app: TestApp) {
     assert_eq!(ids(&by_name.body), vec![g]);
     app.finish().await;
 }
+
+/// Deep `startIndex` pages start from this node's page anchors (every 4th id here): every
+/// window equals the same slice of the whole list, before and after the org changes.
+mod deep_start_index_pages_from_anchors {
+    use crate::helpers::{Backend, Spawn, spawn_app_with};
+
+    async fn app(backend: Backend) -> Option<crate::helpers::TestApp> {
+        let opts = Spawn {
+            env: &[("LINTEL_SCIM_PAGE_ANCHOR_STEP", "4")],
+            extra: None,
+        };
+        spawn_app_with(backend, module_path!(), opts).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::deep_start_index(app(Backend::Sqlite).await.expect("sqlite app")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let Some(app) = app(Backend::Postgres).await else {
+            return;
+        };
+        super::deep_start_index(app).await;
+    }
+}
+
+/// Every `startIndex` window of `count` 3 over `path` against the whole list.
+async fn assert_windows(s: &Scim<'_>, path: &str, whole: &[String]) {
+    for start in 1..=whole.len() + 1 {
+        let a = s.get(&format!("{path}?startIndex={start}&count=3")).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.body["totalResults"], json!(whole.len()), "{}", a.body);
+        assert_eq!(a.body["startIndex"], json!(start));
+        let end = (start + 2).min(whole.len());
+        assert_eq!(ids(&a.body), whole[start - 1..end], "startIndex {start}");
+    }
+}
+
+async fn deep_start_index(app: TestApp) {
+    use lintel::scim::anchors;
+    use lintel::store::scim::resources as res;
+    let s = Scim::new(&app, "anchors").await;
+    let mut made = Vec::new();
+    for i in 0..23 {
+        made.push(s.user(&format!("a{i:02}"), &format!("a{i:02}@example.com")).await);
+    }
+    let whole = ids(&s.get("/Users?count=100").await.body);
+    let mut sorted = made.clone();
+    sorted.sort();
+    assert_eq!(whole, sorted, "the default order is by id");
+    assert_eq!(anchors::kept(s.org_id, true, 4), None, "a first page needs none");
+    assert_windows(&s, "/Users", &whole).await;
+    let (total, changes) = res::counts(&mut app.db.conn().await.unwrap(), s.org_id, "User")
+        .await
+        .unwrap();
+    assert_eq!(total, 23);
+    assert_eq!(
+        anchors::kept(s.org_id, true, 4),
+        Some((changes, 6)),
+        "ids at positions 0, 4, …, 20 are kept for the current counter"
+    );
+
+    // The org changes: the kept anchors no longer hold, and no page may show it.
+    assert_eq!(s.delete(&format!("/Users/{}", whole[5])).await.status, 204);
+    s.user("a23", "a23@example.com").await;
+    s.user("a24", "a24@example.com").await;
+    let whole = ids(&s.get("/Users?count=100").await.body);
+    assert_eq!(whole.len(), 24);
+    assert_windows(&s, "/Users", &whole).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_windows(&s, "/Users", &whole).await;
+    let (_, changes2) = res::counts(&mut app.db.conn().await.unwrap(), s.org_id, "User")
+        .await
+        .unwrap();
+    assert_eq!(changes2, changes + 3, "a delete and two inserts");
+    assert_eq!(
+        anchors::kept(s.org_id, true, 4),
+        Some((changes2, 6)),
+        "rebuilt once a second had passed"
+    );
+
+    // The page statement itself refuses an anchor of another counter value (one snapshot).
+    let page = |changes| res::Page {
+        offset: 1,
+        limit: 3,
+        anchor: Some(res::Anchor {
+            id: whole[8].parse().unwrap(),
+            changes,
+        }),
+        ..res::Page::default()
+    };
+    let all = lintel::store::scim::query::Cond::Const(true);
+    let mut c = app.db.conn().await.unwrap();
+    let rows = res::search_users(&mut c, s.client_id, s.org_id, &all, &page(changes2))
+        .await
+        .unwrap();
+    let got: Vec<String> = rows.iter().map(|r| r.user_id.to_string()).collect();
+    assert_eq!(got, whole[9..12]);
+    let stale = res::search_users(&mut c, s.client_id, s.org_id, &all, &page(changes))
+        .await
+        .unwrap();
+    assert!(stale.is_empty(), "an anchor of an older counter finds nothing");
+    drop(c);
+
+    // Groups page the same way.
+    let mut groups = Vec::new();
+    for i in 0..9 {
+        groups.push(s.group(&format!("g{i}"), &[]).await);
+    }
+    groups.sort();
+    assert_windows(&s, "/Groups", &groups).await;
+    assert!(matches!(anchors::kept(s.org_id, false, 4), Some((_, 3))));
+    app.finish().await;
+}

@@ -143,6 +143,7 @@ pub enum Bound {
     Num(f64),
     Time(DateTime<Utc>),
     Uuid(Uuid),
+    Int(i64),
     /// A PostgreSQL `text[]` (JSON path for `#>`/`#>>`).
     TextArray(Vec<String>),
 }

@@ -24,6 +24,7 @@ macro_rules! bind_all {
                 Bound::Num(n) => q.bind(n),
                 Bound::Time(t) => q.bind(t),
                 Bound::Uuid(u) => q.bind(u),
+                Bound::Int(n) => q.bind(n),
                 Bound::TextArray(v) => q.bind(TextList(v)),
             };
         }
@@ -41,6 +42,37 @@ pub struct Page {
     pub limit: u32,
     /// Keyset cursor: ids after this one (ordered by id; RFC 9865).
     pub after: Option<Uuid>,
+    /// Ids from this one on (ordered by id), `offset` counting from it; the statement
+    /// returns no rows once the org's change counter has moved past the anchor's.
+    pub anchor: Option<Anchor>,
+}
+
+/// An id at a known position of an org's id order, valid while the org's change counter
+/// for the resource type is `changes` (see [`id_anchors`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    pub id: Uuid,
+    pub changes: i64,
+}
+
+/// Appends a page's cursor and anchor conditions to the rendered filter.
+fn page_conds(q: &mut Sql, page: &Page, r: Resource) {
+    let (id, kind) = match r {
+        Resource::User => ("su.user_id", "User"),
+        Resource::Group => ("g.group_id", "Group"),
+    };
+    if let Some(after) = page.after {
+        let p = q.bind(Bound::Uuid(after));
+        q.text.push_str(&format!(" AND {id} > {p}"));
+    }
+    if let Some(a) = page.anchor {
+        let p = q.bind(Bound::Uuid(a.id));
+        let n = q.bind(Bound::Int(a.changes));
+        q.text.push_str(&format!(
+            " AND {id} >= {p} AND (SELECT changes FROM scim_resource_counts \
+             WHERE org_id = $2 AND resource_type = '{kind}') = {n}"
+        ));
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -198,10 +230,7 @@ pub async fn search_users(
 ) -> Result<Vec<UserRow>, StoreError> {
     let mut q = Sql::new(dialect(a), Resource::User, 3);
     q.cond(cond);
-    if let Some(after) = page.after {
-        let p = q.bind(Bound::Uuid(after));
-        q.text.push_str(&format!(" AND su.user_id > {p}"));
-    }
+    page_conds(&mut q, page, Resource::User);
     let where_ = std::mem::take(&mut q.text);
     let sort = page.sort.as_ref();
     let inner_order = order_by(
@@ -270,6 +299,54 @@ pub async fn count_users(
     .fetch_one(&mut *c)
     .await?);
     Ok(n)
+}
+
+/// Resources of a type in an org and its change counter, from the trigger-maintained
+/// row (no scan): `(total, changes)`.
+pub async fn counts(
+    a: &mut impl Access,
+    org_id: Uuid,
+    resource_type: &str,
+) -> Result<(i64, i64), StoreError> {
+    let row: Option<(i64, i64)> = with_conn!(a, |c| sqlx::query_as(
+        "SELECT total, changes FROM scim_resource_counts WHERE org_id = $1 AND resource_type = $2"
+    )
+    .bind(org_id)
+    .bind(resource_type)
+    .fetch_optional(&mut *c)
+    .await?);
+    Ok(row.unwrap_or((0, 0)))
+}
+
+/// The ids at positions 0, `step`, 2·`step`, … of an org's id order, with the change
+/// counter they hold for, read in one statement (one snapshot).
+pub async fn id_anchors(
+    a: &mut impl Access,
+    r: Resource,
+    org_id: Uuid,
+    step: u64,
+) -> Result<(i64, Vec<Uuid>), StoreError> {
+    let (id, table, kind) = match r {
+        Resource::User => ("user_id", "scim_users", "User"),
+        Resource::Group => ("group_id", "scim_groups", "Group"),
+    };
+    let sql = format!(
+        "SELECT t.id, (SELECT changes FROM scim_resource_counts \
+           WHERE org_id = $1 AND resource_type = '{kind}') AS changes \
+         FROM (SELECT {id} AS id, ROW_NUMBER() OVER (ORDER BY {id}) AS n \
+           FROM {table} WHERE org_id = $1) t \
+         WHERE (t.n - 1) % $2 = 0 ORDER BY t.id"
+    );
+    let step = i64::try_from(step.max(1)).unwrap_or(i64::MAX);
+    let rows: Vec<(Uuid, Option<i64>)> = with_conn!(a, |c| sqlx::query_as(
+        sqlx::AssertSqlSafe(sql)
+    )
+    .bind(org_id)
+    .bind(step)
+    .fetch_all(&mut *c)
+    .await?);
+    let changes = rows.first().and_then(|r| r.1).unwrap_or(0);
+    Ok((changes, rows.into_iter().map(|r| r.0).collect()))
 }
 
 /// Resources of a type in an org, from the trigger-maintained counter (no scan).
@@ -520,10 +597,7 @@ pub async fn search_groups(
 ) -> Result<Vec<GroupRow>, StoreError> {
     let mut q = Sql::new(dialect(a), Resource::Group, 3);
     q.cond(cond);
-    if let Some(after) = page.after {
-        let p = q.bind(Bound::Uuid(after));
-        q.text.push_str(&format!(" AND g.group_id > {p}"));
-    }
+    page_conds(&mut q, page, Resource::Group);
     let where_ = std::mem::take(&mut q.text);
     let order = order_by(
         &mut q,
