@@ -107,7 +107,7 @@ pub async fn get(
     let (row, doc, _) = load(ctx, &mut c, group_id, wants_members(params)).await?;
     let out = schema::project(
         &GROUP_RESOURCE,
-        &doc,
+        doc,
         &params.attributes,
         &params.excluded_attributes,
     );
@@ -147,7 +147,7 @@ pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
         };
         items.push(schema::project(
             &GROUP_RESOURCE,
-            &doc,
+            doc,
             &params.attributes,
             &params.excluded_attributes,
         ));

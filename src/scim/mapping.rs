@@ -30,6 +30,20 @@ pub const LOCAL_COLUMNS: &[&str] = &[
 pub struct Rule {
     pub scim: String,
     pub local: String,
+    /// `scim` parsed once (`None`: not a path this module reads or writes).
+    #[serde(skip)]
+    source: Option<Source>,
+}
+
+impl Rule {
+    pub fn new(scim: String, local: String) -> Rule {
+        let source = parse_source(&scim);
+        Rule {
+            scim,
+            local,
+            source,
+        }
+    }
 }
 
 /// The built-in mapping. `user_name_to` is `email` or `username` (`scim.user_name_maps_to`).
@@ -56,10 +70,7 @@ pub fn defaults(user_name_to: &str) -> Vec<Rule> {
         ("department", "properties.department"),
         ("manager.value", "properties.manager"),
     ];
-    let rule = |scim: String, local: &str| Rule {
-        scim,
-        local: local.into(),
-    };
+    let rule = |scim: String, local: &str| Rule::new(scim, local.into());
     core.iter()
         .map(|(s, l)| rule((*s).into(), l))
         .chain(
@@ -80,10 +91,11 @@ pub fn effective(defaults: Vec<Rule>, client_rows: &[(String, String)]) -> Vec<R
                 .any(|(s, l)| s.eq_ignore_ascii_case(&d.scim) || (l == &d.local && l != "email"))
         })
         .collect();
-    out.extend(client_rows.iter().map(|(s, l)| Rule {
-        scim: s.clone(),
-        local: l.clone(),
-    }));
+    out.extend(
+        client_rows
+            .iter()
+            .map(|(s, l)| Rule::new(s.clone(), l.clone())),
+    );
     out
 }
 
@@ -219,10 +231,10 @@ fn as_text(v: &Value) -> Option<String> {
 pub fn to_local(rules: &[Rule], doc: &Value) -> LocalValues {
     let mut out = LocalValues::default();
     for r in rules {
-        let Some(src) = parse_source(&r.scim) else {
+        let Some(src) = &r.source else {
             continue;
         };
-        let value = read(doc, &src);
+        let value = read(doc, src);
         let text = value.and_then(as_text);
         match r.local.as_str() {
             "email" => {
@@ -277,7 +289,7 @@ pub struct LocalRow<'a> {
 /// them), nor are values that already agree case-insensitively.
 pub fn overlay(rules: &[Rule], doc: &mut Value, row: &LocalRow<'_>) {
     for r in rules {
-        let Some(src) = parse_source(&r.scim) else {
+        let Some(src) = &r.source else {
             continue;
         };
         if src.keys.len() == 1
@@ -305,7 +317,7 @@ pub fn overlay(rules: &[Rule], doc: &mut Value, row: &LocalRow<'_>) {
         let Some(local) = local else {
             continue;
         };
-        let Some(cur) = read(doc, &src) else {
+        let Some(cur) = read(doc, src) else {
             continue;
         };
         if cur == &local
@@ -313,7 +325,7 @@ pub fn overlay(rules: &[Rule], doc: &mut Value, row: &LocalRow<'_>) {
         {
             continue;
         }
-        write(doc, &src, local);
+        write(doc, src, local);
     }
 }
 

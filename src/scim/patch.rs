@@ -2202,8 +2202,8 @@ mod tests {
         fn arbitrary_json_never_panics(resource in arb_json(), ops in prop::collection::vec(arb_op_json(), 1..4)) {
             for rt in [&USER_RESOURCE, &GROUP_RESOURCE] {
                 let _ = schema::normalize(rt, &resource, Some(&resource));
-                let _ = schema::project(rt, &resource, &["emails.value".into()], &[]);
-                let _ = schema::project(rt, &resource, &[], &["name".into()]);
+                let _ = schema::project(rt, resource.clone(), &["emails.value".into()], &[]);
+                let _ = schema::project(rt, resource.clone(), &[], &["name".into()]);
                 let parsed = parse_request(rt, &body(Value::Array(ops.clone())));
                 if let Ok(parsed) = parsed {
                     let before = resource.clone();

@@ -7,7 +7,7 @@ use super::{LIST_RESPONSE, ScimError};
 use crate::identity::audit::Actor;
 use crate::identity::{Identity, IdentityError};
 use crate::store::{self, StoreError};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 /// One authenticated SCIM request: the client, its org, the identity services acting as
@@ -248,17 +248,17 @@ pub fn list_response(
     resources: Vec<Value>,
     next_cursor: Option<String>,
 ) -> Value {
-    let mut out = json!({
-        "schemas": [LIST_RESPONSE],
-        "totalResults": total,
-        "itemsPerPage": resources.len(),
-        "startIndex": start_index,
-        "Resources": resources,
-    });
+    let mut out = Map::new();
+    out.insert("schemas".into(), json!([LIST_RESPONSE]));
+    out.insert("totalResults".into(), json!(total));
+    out.insert("itemsPerPage".into(), json!(resources.len()));
+    out.insert("startIndex".into(), json!(start_index));
+    // Moved in: `json!` would serialise every resource into a copy.
+    out.insert("Resources".into(), Value::Array(resources));
     if let Some(c) = next_cursor {
-        out["nextCursor"] = json!(c);
+        out.insert("nextCursor".into(), Value::String(c));
     }
-    out
+    Value::Object(out)
 }
 
 impl From<StoreError> for ScimError {

@@ -1180,23 +1180,27 @@ fn parse_selection(rt: &ResourceType, paths: &[String]) -> Vec<Sel> {
 fn project_schema(
     schema: &'static Schema,
     is_core: bool,
-    src: &Map<String, Value>,
+    src: Map<String, Value>,
     sels: &[Sel],
     attributes_mode: bool,
     excluded: &[Sel],
+    mut urns: Option<&mut Vec<(String, Value)>>,
 ) -> Map<String, Value> {
-    let mut dst = Map::new();
+    let mut dst = Map::with_capacity(src.len());
     for (k, v) in src {
-        if is_core && is_urn(k) {
+        if is_core && is_urn(&k) {
+            if let Some(u) = urns.as_deref_mut() {
+                u.push((k, v));
+            }
             continue;
         }
         let attr = schema
-            .attribute(k)
-            .or_else(|| if is_core { common_attribute(k) } else { None });
+            .attribute(&k)
+            .or_else(|| if is_core { common_attribute(&k) } else { None });
         let Some(attr) = attr else {
             // Unknown keys (server extras) survive only the default view.
             if !attributes_mode {
-                dst.insert(k.clone(), v.clone());
+                dst.insert(k, v);
             }
             continue;
         };
@@ -1204,7 +1208,7 @@ fn project_schema(
             continue;
         }
         if attr.returned == Returned::Always {
-            dst.insert(attr.name.to_string(), v.clone());
+            dst.insert(canonical_key(k, attr.name), v);
             continue;
         }
         let matches_attr = |s: &Sel| matches!(s, Sel::Attr(sc, a, _) if std::ptr::eq(*sc, schema) && std::ptr::eq(*a, attr));
@@ -1226,7 +1230,7 @@ fn project_schema(
             if whole {
                 Some(strip_never(attr, v))
             } else if !subs.is_empty() {
-                keep_subs(attr, v, |name| subs.iter().any(|s| s.name == name))
+                keep_subs(attr, &v, |name| subs.iter().any(|s| s.name == name))
             } else {
                 None
             }
@@ -1238,7 +1242,7 @@ fn project_schema(
             if whole {
                 None
             } else if !subs.is_empty() {
-                keep_subs(attr, v, |name| {
+                keep_subs(attr, &v, |name| {
                     !subs.iter().any(|s| s.name == name)
                         || attr.sub(name).map(|a| a.returned) == Some(Returned::Always)
                 })
@@ -1247,22 +1251,27 @@ fn project_schema(
             }
         };
         if let Some(value) = value {
-            dst.insert(attr.name.to_string(), value);
+            dst.insert(canonical_key(k, attr.name), value);
         }
     }
     dst
 }
 
-fn strip_never(attr: &Attribute, v: &Value) -> Value {
+/// The attribute's canonical name, reusing the stored key when it already is that.
+fn canonical_key(k: String, name: &str) -> String {
+    if k == name { k } else { name.to_string() }
+}
+
+fn strip_never(attr: &Attribute, v: Value) -> Value {
     if !attr.is_complex()
         || !attr
             .sub_attributes
             .iter()
             .any(|s| s.returned == Returned::Never)
     {
-        return v.clone();
+        return v;
     }
-    keep_subs(attr, v, |name| {
+    keep_subs(attr, &v, |name| {
         attr.sub(name).map(|s| s.returned) != Some(Returned::Never)
     })
     .unwrap_or(Value::Null)
@@ -1302,21 +1311,31 @@ fn keep_subs(attr: &Attribute, v: &Value, keep: impl Fn(&str) -> bool) -> Option
 /// names select nothing.
 pub fn project(
     rt: &ResourceType,
-    resource: &Value,
+    resource: Value,
     attributes: &[String],
     excluded: &[String],
 ) -> Value {
     let Value::Object(src) = resource else {
-        return resource.clone();
+        return resource;
     };
     let sels = parse_selection(rt, attributes);
     let excl = parse_selection(rt, excluded);
     let attributes_mode = !attributes.iter().all(|a| a.trim().is_empty());
-    let mut out = project_schema(rt.schema, true, src, &sels, attributes_mode, &excl);
+    let mut urns = Vec::new();
+    let mut out = project_schema(
+        rt.schema,
+        true,
+        src,
+        &sels,
+        attributes_mode,
+        &excl,
+        Some(&mut urns),
+    );
     for (ext, _) in rt.extensions {
-        let Some((_, Value::Object(inner))) =
-            src.iter().find(|(k, _)| k.eq_ignore_ascii_case(ext.id))
-        else {
+        let Some(i) = urns.iter().position(|(k, v)| k.eq_ignore_ascii_case(ext.id) && v.is_object()) else {
+            continue;
+        };
+        let Value::Object(inner) = urns.swap_remove(i).1 else {
             continue;
         };
         let whole_sel = sels
@@ -1326,11 +1345,11 @@ pub fn project(
             .iter()
             .any(|s| matches!(s, Sel::Extension(e) if std::ptr::eq(*e, *ext)));
         let projected = if attributes_mode && whole_sel {
-            project_schema(ext, false, inner, &[], false, &[])
+            project_schema(ext, false, inner, &[], false, &[], None)
         } else if !attributes_mode && whole_excl {
             Map::new()
         } else {
-            project_schema(ext, false, inner, &sels, attributes_mode, &excl)
+            project_schema(ext, false, inner, &sels, attributes_mode, &excl, None)
         };
         if !projected.is_empty() {
             out.insert(ext.id.to_string(), Value::Object(projected));
@@ -1937,7 +1956,7 @@ mod tests {
     fn proj(attrs: &[&str], excl: &[&str]) -> Value {
         let a: Vec<String> = attrs.iter().map(|s| s.to_string()).collect();
         let e: Vec<String> = excl.iter().map(|s| s.to_string()).collect();
-        project(&USER_RESOURCE, &full_user(), &a, &e)
+        project(&USER_RESOURCE, full_user(), &a, &e)
     }
 
     #[test]
@@ -2025,15 +2044,15 @@ mod tests {
         let g = json!({"schemas": [GROUP_SCHEMA], "id": "g1", "displayName": "Admins",
                        "members": [{"value": "u1", "display": "A"}], "meta": {"resourceType": "Group"}});
         assert_eq!(
-            project(&GROUP_RESOURCE, &g, &["displayName".into()], &[]),
+            project(&GROUP_RESOURCE, g.clone(), &["displayName".into()], &[]),
             json!({"schemas": [GROUP_SCHEMA], "id": "g1", "displayName": "Admins"})
         );
         assert_eq!(
-            project(&GROUP_RESOURCE, &g, &[], &["members".into()]),
+            project(&GROUP_RESOURCE, g.clone(), &[], &["members".into()]),
             json!({"schemas": [GROUP_SCHEMA], "id": "g1", "displayName": "Admins", "meta": {"resourceType": "Group"}})
         );
         assert_eq!(
-            project(&GROUP_RESOURCE, &g, &["members.value".into()], &[]),
+            project(&GROUP_RESOURCE, g.clone(), &["members.value".into()], &[]),
             json!({"schemas": [GROUP_SCHEMA], "id": "g1", "members": [{"value": "u1"}]})
         );
     }

@@ -25,9 +25,10 @@ use uuid::Uuid;
 
 const RESOURCE: &str = "User";
 
-/// The representation of a provisioned user (before `attributes` projection).
-pub fn render(ctx: &Ctx, row: &UserRow, groups: &[(Uuid, String)]) -> Value {
-    let mut doc = row.attributes.0.clone();
+/// The representation of a provisioned user (before `attributes` projection) from its
+/// row and stored document (`row.attributes`, passed apart so a caller may move it).
+pub fn render(ctx: &Ctx, row: &UserRow, attributes: Value, groups: &[(Uuid, String)]) -> Value {
+    let mut doc = attributes;
     if !doc.is_object() {
         doc = json!({});
     }
@@ -101,7 +102,7 @@ async fn load(
     let row = res::get_user(a, ctx.client_id(), ctx.org_id(), user_id)
         .await?
         .ok_or_else(|| not_found(user_id))?;
-    let doc = render(ctx, &row, &row.groups()?);
+    let doc = render(ctx, &row, row.attributes.0.clone(), &row.groups()?);
     Ok((row, doc))
 }
 
@@ -127,7 +128,7 @@ pub async fn get(ctx: &Ctx, user_id: Uuid, params: &ListParams) -> Result<(Value
     let (row, doc) = load(ctx, &mut c, user_id).await?;
     let out = schema::project(
         &USER_RESOURCE,
-        &doc,
+        doc,
         &params.attributes,
         &params.excluded_attributes,
     );
@@ -158,11 +159,12 @@ pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
     };
     let next = plan.next_cursor(rows.len(), rows.last().map(|r| r.user_id));
     let mut items = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let doc = render(ctx, row, &row.groups()?);
+    for mut row in rows {
+        let attributes = std::mem::take(&mut row.attributes.0);
+        let doc = render(ctx, &row, attributes, &row.groups()?);
         items.push(schema::project(
             &USER_RESOURCE,
-            &doc,
+            doc,
             &params.attributes,
             &params.excluded_attributes,
         ));
