@@ -46,6 +46,7 @@ pub async fn open_store(config: &Config) -> Result<Db, StartupError> {
         max_connections: config.database.max_connections,
         connect_timeout: config.database.connect_timeout,
         sqlite_busy_timeout: config.database.sqlite_busy_timeout,
+        sqlite_cache_mib: config.database.sqlite_cache_mib,
     };
     let db = Db::connect(url, &opts)
         .await

@@ -101,6 +101,10 @@ pub const KEYS: &[KeySpec] = &[
         default: "5000",
     },
     KeySpec {
+        key: "database.sqlite_cache_mib",
+        default: "32",
+    },
+    KeySpec {
         key: "password.min_length",
         default: "10",
     },
@@ -438,6 +442,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     pub connect_timeout: Duration,
     pub sqlite_busy_timeout: Duration,
+    /// SQLite page cache of each pooled connection, at most (filled only as pages are read).
+    pub sqlite_cache_mib: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -684,6 +690,7 @@ impl Config {
                 sqlite_busy_timeout: raw.get("database.sqlite_busy_timeout_ms", |s| {
                     number(0u64, 600_000)(s).map(Duration::from_millis)
                 })?,
+                sqlite_cache_mib: raw.get("database.sqlite_cache_mib", number(1u32, 65_536))?,
             },
             password: PasswordConfig {
                 min_length: raw.get("password.min_length", number(8, 256))?,

@@ -90,7 +90,10 @@ impl Anchors {
 
 /// What this node keeps for an org: the change counter and the number of anchors.
 pub fn kept(org_id: Uuid, users: bool, step: u64) -> Option<(i64, usize)> {
-    let map = Anchors::node().map.lock().unwrap_or_else(|e| e.into_inner());
+    let map = Anchors::node()
+        .map
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     map.get(&(org_id, users, step))
         .map(|e| (e.changes, e.ids.len()))
 }
@@ -207,7 +210,10 @@ mod tests {
         node.keep(key, 5, ids(2));
         assert!(matches!(node.lookup(key, 5, t0), Lookup::Hit(v) if v.len() == 2));
         // The counter moved: wait out the rest of the second, then one rebuild.
-        assert!(matches!(node.lookup(key, 6, t0 + Duration::milliseconds(500)), Lookup::Wait));
+        assert!(matches!(
+            node.lookup(key, 6, t0 + Duration::milliseconds(500)),
+            Lookup::Wait
+        ));
         let t1 = t0 + Duration::milliseconds(1000);
         assert!(matches!(node.lookup(key, 6, t1), Lookup::Build));
         assert!(matches!(node.lookup(key, 6, t1), Lookup::Wait));

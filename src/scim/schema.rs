@@ -1332,7 +1332,10 @@ pub fn project(
         Some(&mut urns),
     );
     for (ext, _) in rt.extensions {
-        let Some(i) = urns.iter().position(|(k, v)| k.eq_ignore_ascii_case(ext.id) && v.is_object()) else {
+        let Some(i) = urns
+            .iter()
+            .position(|(k, v)| k.eq_ignore_ascii_case(ext.id) && v.is_object())
+        else {
             continue;
         };
         let Value::Object(inner) = urns.swap_remove(i).1 else {

@@ -63,6 +63,8 @@ pub struct DbOptions {
     pub max_connections: u32,
     pub connect_timeout: Duration,
     pub sqlite_busy_timeout: Duration,
+    /// SQLite's per-connection page cache, at most (`PRAGMA cache_size`).
+    pub sqlite_cache_mib: u32,
 }
 
 impl Default for DbOptions {
@@ -71,6 +73,7 @@ impl Default for DbOptions {
             max_connections: 10,
             connect_timeout: Duration::from_secs(5),
             sqlite_busy_timeout: Duration::from_secs(5),
+            sqlite_cache_mib: 32,
         }
     }
 }
@@ -303,6 +306,10 @@ pub enum OpenError {
     Connect(sqlx::Error),
 }
 
+/// Rows a SQLite connection's worker thread may run ahead of the reading task: a whole
+/// page at `scim.max_results` (1000 at most by default).
+const ROW_BUFFER: usize = 1024;
+
 impl Db {
     /// Opens a pool. SQLite files (and their directory) are created on first start, with
     /// WAL, foreign keys on and a busy timeout.
@@ -314,7 +321,16 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(opts.sqlite_busy_timeout);
+                .busy_timeout(opts.sqlite_busy_timeout)
+                // SQLite's default (2 MiB) makes a page of 100 users re-read most of its
+                // ~800 random leaf pages from the OS on every request (BENCHMARKS.md).
+                .pragma(
+                    "cache_size",
+                    format!("-{}", u64::from(opts.sqlite_cache_mib) * 1024),
+                )
+                // sqlx's worker thread stops after 50 unread rows (its default) until the
+                // task catches up: a page of 100 users was two hand-offs or more.
+                .row_buffer_size(ROW_BUFFER);
             if let Some(dir) = co.get_filename().parent()
                 && !dir.as_os_str().is_empty()
             {

@@ -1570,13 +1570,20 @@ async fn deep_start_index(app: TestApp) {
     let s = Scim::new(&app, "anchors").await;
     let mut made = Vec::new();
     for i in 0..23 {
-        made.push(s.user(&format!("a{i:02}"), &format!("a{i:02}@example.com")).await);
+        made.push(
+            s.user(&format!("a{i:02}"), &format!("a{i:02}@example.com"))
+                .await,
+        );
     }
     let whole = ids(&s.get("/Users?count=100").await.body);
     let mut sorted = made.clone();
     sorted.sort();
     assert_eq!(whole, sorted, "the default order is by id");
-    assert_eq!(anchors::kept(s.org_id, true, 4), None, "a first page needs none");
+    assert_eq!(
+        anchors::kept(s.org_id, true, 4),
+        None,
+        "a first page needs none"
+    );
     assert_windows(&s, "/Users", &whole).await;
     let (total, changes) = res::counts(&mut app.db.conn().await.unwrap(), s.org_id, "User")
         .await
@@ -1627,7 +1634,10 @@ async fn deep_start_index(app: TestApp) {
     let stale = res::search_users(&mut c, s.client_id, s.org_id, &all, &page(changes))
         .await
         .unwrap();
-    assert!(stale.is_empty(), "an anchor of an older counter finds nothing");
+    assert!(
+        stale.is_empty(),
+        "an anchor of an older counter finds nothing"
+    );
     drop(c);
 
     // Groups page the same way.

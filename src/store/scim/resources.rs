@@ -308,13 +308,16 @@ pub async fn counts(
     org_id: Uuid,
     resource_type: &str,
 ) -> Result<(i64, i64), StoreError> {
-    let row: Option<(i64, i64)> = with_conn!(a, |c| sqlx::query_as(
+    let row: Option<(i64, i64)> =
+        with_conn!(a, |c| {
+            sqlx::query_as(
         "SELECT total, changes FROM scim_resource_counts WHERE org_id = $1 AND resource_type = $2"
     )
     .bind(org_id)
     .bind(resource_type)
     .fetch_optional(&mut *c)
-    .await?);
+    .await?
+        });
     Ok(row.unwrap_or((0, 0)))
 }
 
@@ -338,13 +341,12 @@ pub async fn id_anchors(
          WHERE (t.n - 1) % $2 = 0 ORDER BY t.id"
     );
     let step = i64::try_from(step.max(1)).unwrap_or(i64::MAX);
-    let rows: Vec<(Uuid, Option<i64>)> = with_conn!(a, |c| sqlx::query_as(
-        sqlx::AssertSqlSafe(sql)
-    )
-    .bind(org_id)
-    .bind(step)
-    .fetch_all(&mut *c)
-    .await?);
+    let rows: Vec<(Uuid, Option<i64>)> =
+        with_conn!(a, |c| sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(org_id)
+            .bind(step)
+            .fetch_all(&mut *c)
+            .await?);
     let changes = rows.first().and_then(|r| r.1).unwrap_or(0);
     Ok((changes, rows.into_iter().map(|r| r.0).collect()))
 }
