@@ -308,16 +308,15 @@ pub async fn counts(
     org_id: Uuid,
     resource_type: &str,
 ) -> Result<(i64, i64), StoreError> {
-    let row: Option<(i64, i64)> =
-        with_conn!(a, |c| {
-            sqlx::query_as(
+    let row: Option<(i64, i64)> = with_conn!(a, |c| {
+        sqlx::query_as(
         "SELECT total, changes FROM scim_resource_counts WHERE org_id = $1 AND resource_type = $2"
     )
     .bind(org_id)
     .bind(resource_type)
     .fetch_optional(&mut *c)
     .await?
-        });
+    });
     Ok(row.unwrap_or((0, 0)))
 }
 
