@@ -137,6 +137,12 @@ request = function()
   return wrk.format("GET", "/scim/v2/Users?count=100&startIndex=" .. s)
 end
 LUA
+cat >"${work}/first.lua" <<LUA
+wrk.headers["Authorization"] = "Bearer ${TOKEN}"
+request = function()
+  return wrk.format("GET", "/scim/v2/Users?count=100&startIndex=1")
+end
+LUA
 cat >"${work}/create.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer ${TOKEN}"
 wrk.headers["Content-Type"] = "application/scim+json"
@@ -152,14 +158,16 @@ end
 LUA
 
 bench() {
-  local title=$1 script=$2
-  echo "== ${title}"
-  wrk -t"${THREADS}" -c"${CONNECTIONS}" -d"${DURATION}" --latency -s "$script" "http://127.0.0.1:${port}" \
+  local title=$1 script=$2 conns=${3:-${CONNECTIONS}}
+  echo "== ${title} (${conns} connections)"
+  wrk -t"${THREADS}" -c"${conns}" -d"${DURATION}" --latency -s "$script" "http://127.0.0.1:${port}" \
     | grep -E "Requests/sec|Non-2xx|  (50|90|99)%|Latency  " || true
   echo "cpu_seconds_total=$(awk '{print ($14+$15)/100}' /proc/$pid/stat) rss_kib=$(awk '/VmRSS/{print $2}' /proc/$pid/status)"
 }
 bench "filter userName eq (100k-user org)" "${work}/filter.lua"
-bench "list 100 with totalResults (100k-user org)" "${work}/list.lua"
+bench "filter userName eq (100k-user org)" "${work}/filter.lua" 16
+bench "list 100 with totalResults at a random startIndex (100k-user org)" "${work}/list.lua"
+bench "list 100, first page (100k-user org)" "${work}/first.lua"
 bench "POST /Users" "${work}/create.lua"
 
 # Member PATCH: one group, each request adds one new member of the big org and removes
