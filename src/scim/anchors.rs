@@ -10,7 +10,7 @@ use super::ScimError;
 use super::resource::{Ctx, ListPlan};
 use crate::store::Access;
 use crate::store::scim::query::Resource;
-use crate::store::scim::resources::{self as res, Anchor, Page};
+use crate::store::scim::resources::{self as res, Anchor, Listed, Page};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -105,24 +105,47 @@ enum Lookup {
 }
 
 /// A page planned from an anchor, with what it must return if the anchor still held.
-pub struct Anchored {
-    pub page: Page,
+struct Anchored {
+    page: Page,
     /// `totalResults`, read with the counter the anchor was checked against.
-    pub total: i64,
+    total: i64,
     expect: usize,
 }
 
 impl Anchored {
     /// Whether the page statement saw the anchor's snapshot: it returned every row the
     /// page must hold. Otherwise the counter moved and the caller reads with `OFFSET`.
-    pub fn holds(&self, rows: usize) -> bool {
+    fn holds(&self, rows: usize) -> bool {
         rows >= self.expect
     }
 }
 
+/// A list's rows: from an anchored page when [`plan`] finds one and it holds, else from
+/// the plan's own page; with `totalResults` when the anchor read it.
+pub async fn rows<R: Listed>(
+    ctx: &Ctx,
+    a: &mut impl Access,
+    list: &ListPlan,
+) -> Result<(Vec<R>, Option<i64>), ScimError> {
+    if list.page.limit == 0 {
+        return Ok((Vec::new(), None));
+    }
+    let (client, org) = (ctx.client_id(), ctx.org_id());
+    if let Some(anchored) = plan(ctx, a, R::RESOURCE, list).await? {
+        let rows = R::search(a, client, org, &list.cond, &anchored.page).await?;
+        if anchored.holds(rows.len()) {
+            return Ok((rows, Some(anchored.total)));
+        }
+    }
+    Ok((
+        R::search(a, client, org, &list.cond, &list.page).await?,
+        None,
+    ))
+}
+
 /// Plans an anchored page for an unfiltered, unsorted, offset-paged list whose
 /// `startIndex` is at least one step deep; `None`: use the plan's page as it is.
-pub async fn plan(
+async fn plan(
     ctx: &Ctx,
     a: &mut impl Access,
     r: Resource,

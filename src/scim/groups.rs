@@ -12,7 +12,6 @@ use super::schema::{self, GROUP_RESOURCE};
 use super::{GROUP_SCHEMA, patch};
 use crate::identity::audit::{self, Event};
 use crate::identity::metrics::{ScimOperation, ScimResource, record_scim_provisioning};
-use crate::store::scim::query::Resource;
 use crate::store::scim::resources::{self as res, GroupRow};
 use crate::store::{self, Tx};
 use serde_json::{Map, Value, json};
@@ -117,17 +116,9 @@ pub async fn get(
 pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
     let plan = ListPlan::new(ctx, Kind::Group, &GROUP_RESOURCE, params)?;
     let mut c = ctx.id.db.conn().await?;
-    let (client, org) = (ctx.client_id(), ctx.org_id());
-    let anchored = anchors::plan(ctx, &mut c, Resource::Group, &plan).await?;
-    let mut rows = match &anchored {
-        Some(a) => res::search_groups(&mut c, client, org, &plan.cond, &a.page).await?,
-        None => Vec::new(),
-    };
-    if plan.page.limit > 0 && !anchored.as_ref().is_some_and(|a| a.holds(rows.len())) {
-        rows = res::search_groups(&mut c, client, org, &plan.cond, &plan.page).await?;
-    }
-    let total = if let Some(a) = &anchored {
-        a.total
+    let (rows, anchored_total) = anchors::rows::<GroupRow>(ctx, &mut c, &plan).await?;
+    let total = if let Some(n) = anchored_total {
+        n
     } else if !plan.filtered {
         res::total(&mut c, ctx.org_id(), RESOURCE).await?
     } else if let Some(n) = plan.total_from_page(rows.len()) {

@@ -55,6 +55,48 @@ pub struct Anchor {
     pub changes: i64,
 }
 
+/// A row type a SCIM list pages through: Users or Groups.
+pub trait Listed: Sized + Send {
+    const RESOURCE: Resource;
+
+    /// One page of the org's rows matching `cond` (see [`search_users`]).
+    fn search(
+        a: &mut impl Access,
+        client_id: Uuid,
+        org_id: Uuid,
+        cond: &Cond,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<Self>, StoreError>> + Send;
+}
+
+impl Listed for UserRow {
+    const RESOURCE: Resource = Resource::User;
+
+    fn search(
+        a: &mut impl Access,
+        client_id: Uuid,
+        org_id: Uuid,
+        cond: &Cond,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<Self>, StoreError>> + Send {
+        search_users(a, client_id, org_id, cond, page)
+    }
+}
+
+impl Listed for GroupRow {
+    const RESOURCE: Resource = Resource::Group;
+
+    fn search(
+        a: &mut impl Access,
+        client_id: Uuid,
+        org_id: Uuid,
+        cond: &Cond,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<Self>, StoreError>> + Send {
+        search_groups(a, client_id, org_id, cond, page)
+    }
+}
+
 /// Appends a page's cursor and anchor conditions to the rendered filter.
 fn page_conds(q: &mut Sql, page: &Page, r: Resource) {
     let (id, kind) = match r {
