@@ -3,9 +3,9 @@
 //! request. This node keeps, per org and resource type, the ids at every `step`-th
 //! position (`scim.page_anchor_step`), tagged with the org's change counter (bumped by
 //! every insert and delete, migration 0008). While the counter is unchanged the positions
-//! hold, so a page starts at the nearest anchor and skips fewer than `step` rows. The page statement itself checks
-//! the counter (one snapshot), so a change in between yields no rows and the caller falls
-//! back to the plain `OFFSET` ([`Anchored::holds`]).
+//! hold, so a page starts at the nearest anchor and skips fewer than `step` rows. The page
+//! statement itself checks the counter (one snapshot), so a change in between yields no
+//! rows and the caller falls back to the plain `OFFSET` ([`Anchored::holds`]).
 use super::ScimError;
 use super::resource::{Ctx, ListPlan};
 use crate::store::Access;
@@ -29,11 +29,11 @@ struct Entry {
     tried_at: DateTime<Utc>,
 }
 
-/// Org, whether Users (else Groups), step.
-type Key = (Uuid, bool, u64);
+/// Org, resource type, step.
+type Key = (Uuid, Resource, u64);
 
 #[derive(Default)]
-pub struct Anchors {
+struct Anchors {
     map: Mutex<HashMap<Key, Entry>>,
 }
 
@@ -79,22 +79,22 @@ impl Anchors {
         }
     }
 
-    fn keep(&self, key: Key, changes: i64, ids: Vec<Uuid>) {
+    fn keep(&self, key: Key, changes: i64, ids: Arc<Vec<Uuid>>) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = map.get_mut(&key) {
             e.changes = changes;
-            e.ids = Arc::new(ids);
+            e.ids = ids;
         }
     }
 }
 
 /// What this node keeps for an org: the change counter and the number of anchors.
-pub fn kept(org_id: Uuid, users: bool, step: u64) -> Option<(i64, usize)> {
+pub fn kept(org_id: Uuid, r: Resource, step: u64) -> Option<(i64, usize)> {
     let map = Anchors::node()
         .map
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    map.get(&(org_id, users, step))
+    map.get(&(org_id, r, step))
         .map(|e| (e.changes, e.ids.len()))
 }
 
@@ -154,24 +154,14 @@ async fn plan(
     let p = &plan.page;
     let step = ctx.id.config.scim.page_anchor_step;
     // Different steps (nodes or restarts) never share an entry: the key holds the step.
-    if plan.filtered
-        || plan.cursor
-        || p.sort.is_some()
-        || p.after.is_some()
-        || p.limit == 0
-        || p.offset < step
-    {
+    if plan.filtered || plan.cursor || p.sort.is_some() || p.after.is_some() || p.offset < step {
         return Ok(None);
     }
-    let kind = match r {
-        Resource::User => "User",
-        Resource::Group => "Group",
-    };
-    let (total, changes) = res::counts(a, ctx.org_id(), kind).await?;
+    let (total, changes) = res::counts(a, ctx.org_id(), r.type_name()).await?;
     if p.offset >= total as u64 {
         return Ok(None);
     }
-    let key = (ctx.org_id(), r == Resource::User, step);
+    let key = (ctx.org_id(), r, step);
     let node = Anchors::node();
     let ids = match node.lookup(key, changes, ctx.id.clock.now()) {
         Lookup::Hit(ids) => ids,
@@ -179,7 +169,7 @@ async fn plan(
         Lookup::Build => {
             let (seen, ids) = res::id_anchors(a, r, ctx.org_id(), step).await?;
             let ids = Arc::new(ids);
-            node.keep(key, seen, ids.to_vec());
+            node.keep(key, seen, ids.clone());
             if seen != changes {
                 return Ok(None);
             }
@@ -225,12 +215,12 @@ mod tests {
     #[test]
     fn a_stale_org_is_rebuilt_by_one_caller_at_most_once_a_second() {
         let node = Anchors::default();
-        let key = (Uuid::from_u128(7), true, 500);
+        let key = (Uuid::from_u128(7), Resource::User, 500);
         let t0 = DateTime::<Utc>::from_timestamp(1_000_000, 0).unwrap();
         assert!(matches!(node.lookup(key, 5, t0), Lookup::Build));
         // Another request while the first builds: plain OFFSET.
         assert!(matches!(node.lookup(key, 5, t0), Lookup::Wait));
-        node.keep(key, 5, ids(2));
+        node.keep(key, 5, Arc::new(ids(2)));
         assert!(matches!(node.lookup(key, 5, t0), Lookup::Hit(v) if v.len() == 2));
         // The counter moved: wait out the rest of the second, then one rebuild.
         assert!(matches!(
@@ -240,7 +230,7 @@ mod tests {
         let t1 = t0 + Duration::milliseconds(1000);
         assert!(matches!(node.lookup(key, 6, t1), Lookup::Build));
         assert!(matches!(node.lookup(key, 6, t1), Lookup::Wait));
-        node.keep(key, 6, ids(3));
+        node.keep(key, 6, Arc::new(ids(3)));
         assert!(matches!(node.lookup(key, 6, t1), Lookup::Hit(v) if v.len() == 3));
     }
 

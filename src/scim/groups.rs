@@ -120,7 +120,7 @@ pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
     let total = if let Some(n) = anchored_total {
         n
     } else if !plan.filtered {
-        res::total(&mut c, ctx.org_id(), RESOURCE).await?
+        res::counts(&mut c, ctx.org_id(), RESOURCE).await?.0
     } else if let Some(n) = plan.total_from_page(rows.len()) {
         n
     } else {

@@ -1566,6 +1566,7 @@ async fn assert_windows(s: &Scim<'_>, path: &str, whole: &[String]) {
 
 async fn deep_start_index(app: TestApp) {
     use lintel::scim::anchors;
+    use lintel::store::scim::query::Resource;
     use lintel::store::scim::resources as res;
     let s = Scim::new(&app, "anchors").await;
     let mut made = Vec::new();
@@ -1580,7 +1581,7 @@ async fn deep_start_index(app: TestApp) {
     sorted.sort();
     assert_eq!(whole, sorted, "the default order is by id");
     assert_eq!(
-        anchors::kept(s.org_id, true, 4),
+        anchors::kept(s.org_id, Resource::User, 4),
         None,
         "a first page needs none"
     );
@@ -1590,7 +1591,7 @@ async fn deep_start_index(app: TestApp) {
         .unwrap();
     assert_eq!(total, 23);
     assert_eq!(
-        anchors::kept(s.org_id, true, 4),
+        anchors::kept(s.org_id, Resource::User, 4),
         Some((changes, 6)),
         "ids at positions 0, 4, …, 20 are kept for the current counter"
     );
@@ -1609,7 +1610,7 @@ async fn deep_start_index(app: TestApp) {
         .unwrap();
     assert_eq!(changes2, changes + 3, "a delete and two inserts");
     assert_eq!(
-        anchors::kept(s.org_id, true, 4),
+        anchors::kept(s.org_id, Resource::User, 4),
         Some((changes2, 6)),
         "rebuilt once a second had passed"
     );
@@ -1647,6 +1648,9 @@ async fn deep_start_index(app: TestApp) {
     }
     groups.sort();
     assert_windows(&s, "/Groups", &groups).await;
-    assert!(matches!(anchors::kept(s.org_id, false, 4), Some((_, 3))));
+    assert!(matches!(
+        anchors::kept(s.org_id, Resource::Group, 4),
+        Some((_, 3))
+    ));
     app.finish().await;
 }

@@ -123,10 +123,20 @@ pub enum Cond {
 }
 
 /// Which query a condition is rendered into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Resource {
     User,
     Group,
+}
+
+impl Resource {
+    /// The SCIM resource type name (`resource_type` in the metadata and count tables).
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Resource::User => "User",
+            Resource::Group => "Group",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

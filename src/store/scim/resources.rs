@@ -99,10 +99,11 @@ impl Listed for GroupRow {
 
 /// Appends a page's cursor and anchor conditions to the rendered filter.
 fn page_conds(q: &mut Sql, page: &Page, r: Resource) {
-    let (id, kind) = match r {
-        Resource::User => ("su.user_id", "User"),
-        Resource::Group => ("g.group_id", "Group"),
+    let id = match r {
+        Resource::User => "su.user_id",
+        Resource::Group => "g.group_id",
     };
+    let kind = r.type_name();
     if let Some(after) = page.after {
         let p = q.bind(Bound::Uuid(after));
         q.text.push_str(&format!(" AND {id} > {p}"));
@@ -370,10 +371,11 @@ pub async fn id_anchors(
     org_id: Uuid,
     step: u64,
 ) -> Result<(i64, Vec<Uuid>), StoreError> {
-    let (id, table, kind) = match r {
-        Resource::User => ("user_id", "scim_users", "User"),
-        Resource::Group => ("group_id", "scim_groups", "Group"),
+    let (id, table) = match r {
+        Resource::User => ("user_id", "scim_users"),
+        Resource::Group => ("group_id", "scim_groups"),
     };
+    let kind = r.type_name();
     let sql = format!(
         "SELECT t.id, (SELECT changes FROM scim_resource_counts \
            WHERE org_id = $1 AND resource_type = '{kind}') AS changes \
@@ -390,22 +392,6 @@ pub async fn id_anchors(
             .await?);
     let changes = rows.first().and_then(|r| r.1).unwrap_or(0);
     Ok((changes, rows.into_iter().map(|r| r.0).collect()))
-}
-
-/// Resources of a type in an org, from the trigger-maintained counter (no scan).
-pub async fn total(
-    a: &mut impl Access,
-    org_id: Uuid,
-    resource_type: &str,
-) -> Result<i64, StoreError> {
-    let row: Option<(i64,)> = with_conn!(a, |c| sqlx::query_as(
-        "SELECT total FROM scim_resource_counts WHERE org_id = $1 AND resource_type = $2"
-    )
-    .bind(org_id)
-    .bind(resource_type)
-    .fetch_optional(&mut *c)
-    .await?);
-    Ok(row.map_or(0, |r| r.0))
 }
 
 /// A provisioned user's SCIM-side row.
