@@ -86,8 +86,10 @@ UP_CLIENT_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))'
 settings="{\"issuer\": \"${upstream}\", \"client_id\": \"${UP_CLIENT_ID}\",
   \"scopes\": [\"openid\", \"email\", \"profile\", \"groups\"],
   \"group_roles\": {\"umbrella-admins\": \"admin\"}, \"default_role\": \"member\"}"
+# `--client-secret=…`: a urlsafe secret may start with `-`, which as a separate word the
+# CLI parser would take for a flag.
 run idp create --org umbrella --type oidc --name "Umbrella OP" --settings "$settings" \
-  --client-secret "$UP_CLIENT_SECRET" >"${work}/provider-good.json"
+  --client-secret="$UP_CLIENT_SECRET" >"${work}/provider-good.json"
 # Initech: the same upstream client, but a secret the upstream never issued.
 run idp create --org initech --type oidc --name "Initech OP (wrong secret)" --settings "$settings" \
   --client-secret "not-the-secret" >"${work}/provider-bad-secret.json"
