@@ -209,6 +209,10 @@ pub const KEYS: &[KeySpec] = &[
         default: "500",
     },
     KeySpec {
+        key: "scim.render_cache_mib",
+        default: "128",
+    },
+    KeySpec {
         key: "scim.bulk_max_operations",
         default: "1000",
     },
@@ -323,6 +327,8 @@ pub struct ScimConfig {
     /// A deep `startIndex` on an unfiltered list starts from the id kept at every this
     /// many positions (see `scim::anchors`); it then skips fewer rows than this.
     pub page_anchor_step: u64,
+    /// Memory for this node's rendered Users (see `scim::rendered`); 0 turns it off.
+    pub render_cache_mib: u32,
     pub bulk_max_operations: u32,
     pub bulk_max_payload_bytes: u64,
     /// Where `userName` lands by default: the `email` or the `username` column.
@@ -753,6 +759,7 @@ impl Config {
                 token_overlap: raw.get("scim.token_overlap_secs", secs)?,
                 max_results: raw.get("scim.max_results", number(1u32, 10_000))?,
                 page_anchor_step: raw.get("scim.page_anchor_step", number(2u64, 1_000_000))?,
+                render_cache_mib: raw.get("scim.render_cache_mib", number(0u32, 65_536))?,
                 bulk_max_operations: raw.get("scim.bulk_max_operations", number(1u32, 100_000))?,
                 bulk_max_payload_bytes: raw
                     .get("scim.bulk_max_payload_bytes", number(1024u64, 104_857_600))?,

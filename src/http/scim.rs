@@ -5,7 +5,7 @@ use crate::http::AppState;
 use crate::http::rate_limit;
 use crate::identity::audit::Actor;
 use crate::identity::rate_limit::{Family, RateKey};
-use crate::scim::resource::{Ctx, ListParams, etag, not_modified, split_list};
+use crate::scim::resource::{Ctx, ListBody, ListParams, etag, not_modified, split_list};
 use crate::scim::{ScimError, bulk, clients, discovery, groups, users};
 use axum::body::{Bytes, to_bytes};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, RawQuery, Request, State};
@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Serialize;
 use serde_json::Value;
 use std::net::SocketAddr;
 
@@ -80,6 +81,8 @@ pub fn routes() -> axum::Router<AppState> {
 pub enum ScimResponse {
     /// 200 with a body and, for a single resource, its version as `ETag`.
     Ok(Value, Option<i64>),
+    /// 200 with a list whose resources may be kept serialised.
+    List(ListBody),
     /// 201 with `Location` and `ETag`.
     Created(Value, i64),
     NoContent,
@@ -95,8 +98,15 @@ impl From<ScimError> for ScimResponse {
     }
 }
 
-fn scim_body(status: StatusCode, body: &Value) -> Response {
-    let mut resp = (status, body.to_string()).into_response();
+fn scim_body(status: StatusCode, body: &impl Serialize) -> Response {
+    let text = match serde_json::to_string(body) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "SCIM response not serialised");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let mut resp = (status, text).into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
     resp
@@ -119,6 +129,7 @@ impl IntoResponse for ScimResponse {
                     None => resp,
                 }
             }
+            ScimResponse::List(body) => scim_body(StatusCode::OK, &body),
             ScimResponse::Created(body, version) => {
                 let mut resp = with_etag(scim_body(StatusCode::CREATED, &body), version);
                 if let Some(loc) = body
@@ -314,6 +325,13 @@ fn listed(r: Result<Value, ScimError>) -> ScimResponse {
     }
 }
 
+fn users_listed(r: Result<ListBody, ScimError>) -> ScimResponse {
+    match r {
+        Ok(body) => ScimResponse::List(body),
+        Err(e) => e.into(),
+    }
+}
+
 fn deleted(r: Result<(), ScimError>) -> ScimResponse {
     match r {
         Ok(()) => ScimResponse::NoContent,
@@ -349,14 +367,14 @@ async fn schema(State(s): State<AppState>, Path(id): Path<String>) -> ScimRespon
 
 async fn list_users(ScimAuth(ctx): ScimAuth, RawQuery(q): RawQuery) -> ScimResponse {
     match list_params(q) {
-        Ok(p) => listed(users::list(&ctx, &p).await),
+        Ok(p) => users_listed(users::list(&ctx, &p).await),
         Err(e) => e.into(),
     }
 }
 
 async fn search_users(ScimAuth(ctx): ScimAuth, ScimBody(body, _): ScimBody) -> ScimResponse {
     match ListParams::from_search_request(&body) {
-        Ok(p) => listed(users::list(&ctx, &p).await),
+        Ok(p) => users_listed(users::list(&ctx, &p).await),
         Err(e) => e.into(),
     }
 }

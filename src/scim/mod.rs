@@ -36,6 +36,7 @@ pub mod mapping;
 pub mod patch;
 pub mod path;
 pub mod query;
+pub mod rendered;
 pub mod resource;
 pub mod schema;
 pub mod search;

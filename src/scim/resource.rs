@@ -7,7 +7,10 @@ use super::{LIST_RESPONSE, ScimError};
 use crate::identity::audit::Actor;
 use crate::identity::{Identity, IdentityError};
 use crate::store::{self, StoreError};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// One authenticated SCIM request: the client, its org, the identity services acting as
@@ -238,6 +241,46 @@ impl ListParams {
                 )
             }),
         }
+    }
+}
+
+/// A ListResponse whose resources may be kept serialised (see [`super::rendered`]): it is
+/// written out without building them again.
+#[derive(Debug)]
+pub struct ListBody {
+    pub total: i64,
+    pub start_index: i64,
+    pub resources: Vec<Arc<RawValue>>,
+    pub next_cursor: Option<String>,
+}
+
+impl ListBody {
+    /// The same response as a document (for callers that take it apart).
+    pub fn into_value(self) -> Value {
+        let items = self
+            .resources
+            .iter()
+            .map(|r| serde_json::from_str(r.get()))
+            .collect::<Result<Vec<Value>, _>>()
+            .unwrap_or_default();
+        list_response(self.total, self.start_index, items, self.next_cursor)
+    }
+}
+
+/// Field for field as [`list_response`] writes it.
+impl Serialize for ListBody {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("schemas", &[LIST_RESPONSE])?;
+        m.serialize_entry("totalResults", &self.total)?;
+        m.serialize_entry("itemsPerPage", &self.resources.len())?;
+        m.serialize_entry("startIndex", &self.start_index)?;
+        let items: Vec<&RawValue> = self.resources.iter().map(|r| &**r).collect();
+        m.serialize_entry("Resources", &items)?;
+        if let Some(c) = &self.next_cursor {
+            m.serialize_entry("nextCursor", c)?;
+        }
+        m.end()
     }
 }
 

@@ -2,7 +2,7 @@
 //! naming attributes one type lacks simply matches nothing of that type; if it fits
 //! neither, it is 400 `invalidFilter`.
 use super::ScimError;
-use super::resource::{Ctx, ListParams, list_response};
+use super::resource::{Ctx, ListBody, ListParams, list_response};
 use super::{groups, users};
 use serde_json::Value;
 
@@ -33,7 +33,7 @@ pub async fn root(ctx: &Ctx, p: &ListParams) -> Result<Value, ScimError> {
         start_index: None,
         ..p.clone()
     };
-    let user_total = match users::list(ctx, &counting).await {
+    let user_total = match users::list(ctx, &counting).await.map(ListBody::into_value) {
         Ok(v) => Some(part(&v).0),
         Err(e) if e.scim_type == Some(super::ScimType::InvalidFilter) => None,
         Err(e) => return Err(e),
@@ -57,7 +57,7 @@ pub async fn root(ctx: &Ctx, p: &ListParams) -> Result<Value, ScimError> {
             count: Some(want),
             ..p.clone()
         };
-        let (_, got) = part(&users::list(ctx, &q).await?);
+        let (_, got) = part(&users::list(ctx, &q).await?.into_value());
         want -= got.len() as i64;
         items.extend(got);
     }

@@ -10,16 +10,20 @@ use super::ScimError;
 use super::anchors;
 use super::mapping::{self, LocalRow};
 use super::query::Kind;
-use super::resource::{Ctx, ListParams, ListPlan, check_if_match, etag, list_response};
+use super::rendered::{self, Rendered, Want};
+use super::resource::{Ctx, ListBody, ListParams, ListPlan, check_if_match, etag, internal};
 use super::schema::{self, USER_RESOURCE, lenient_bool};
 use super::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA, patch};
 use crate::identity::IdentityError;
 use crate::identity::audit::{self, Event};
 use crate::identity::metrics::{ScimOperation, ScimResource, record_scim_provisioning};
 use crate::identity::users::{DEFAULT_MEMBER_ROLE, check_username, normalize_email};
-use crate::store::scim::resources::{self as res, ScimUser, UserRow};
+use crate::store::scim::resources::{self as res, ScimUser, UserRow, UserStamp};
 use crate::store::{self, Json, Tx};
+use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 const RESOURCE: &str = "User";
@@ -135,32 +139,142 @@ pub async fn get(ctx: &Ctx, user_id: Uuid, params: &ListParams) -> Result<(Value
 }
 
 /// GET /Users, POST /Users/.search.
-pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<Value, ScimError> {
+///
+/// An unfiltered list in the default view first reads each listed user's `(version,
+/// stamp)` from an index and renders only those this node has not kept (see
+/// [`rendered`]); other lists read whole rows and still reuse kept renderings.
+pub async fn list(ctx: &Ctx, params: &ListParams) -> Result<ListBody, ScimError> {
     let plan = ListPlan::new(ctx, Kind::User, &USER_RESOURCE, params)?;
     let mut c = ctx.id.db.conn().await?;
-    let (rows, anchored_total) = anchors::rows::<UserRow>(ctx, &mut c, &plan).await?;
+    let view = View::new(ctx, params);
+    let (resources, n, last, anchored_total) = match view.cache {
+        Some(cache) if !plan.filtered => {
+            let (stamps, anchored) = anchors::rows::<UserStamp>(ctx, &mut c, &plan).await?;
+            let docs = view.by_stamps(&mut c, cache, &stamps).await?;
+            (
+                docs,
+                stamps.len(),
+                stamps.last().map(|s| s.user_id),
+                anchored,
+            )
+        }
+        _ => {
+            let (rows, anchored) = anchors::rows::<UserRow>(ctx, &mut c, &plan).await?;
+            let (n, last) = (rows.len(), rows.last().map(|r| r.user_id));
+            (view.rows(rows)?, n, last, anchored)
+        }
+    };
     let total = if let Some(n) = anchored_total {
         n
     } else if !plan.filtered {
         res::counts(&mut c, ctx.org_id(), RESOURCE).await?.0
-    } else if let Some(n) = plan.total_from_page(rows.len()) {
+    } else if let Some(n) = plan.total_from_page(n) {
         n
     } else {
         res::count_users(&mut c, ctx.client_id(), ctx.org_id(), &plan.cond).await?
     };
-    let next = plan.next_cursor(rows.len(), rows.last().map(|r| r.user_id));
-    let mut items = Vec::with_capacity(rows.len());
-    for mut row in rows {
+    Ok(ListBody {
+        total,
+        start_index: plan.start_index(),
+        resources,
+        next_cursor: plan.next_cursor(n, last),
+    })
+}
+
+/// How one list renders its users: with this node's kept renderings when it asks for the
+/// default view (the cache holds no projections).
+struct View<'a> {
+    ctx: &'a Ctx,
+    params: &'a ListParams,
+    cache: Option<(&'static Rendered, u64)>,
+}
+
+impl<'a> View<'a> {
+    fn new(ctx: &'a Ctx, params: &'a ListParams) -> View<'a> {
+        let cache = Rendered::node(ctx.id.config.scim.render_cache_mib as usize * (1 << 20));
+        let default_view = params.attributes.is_empty() && params.excluded_attributes.is_empty();
+        let cache = (cache.enabled() && default_view).then(|| {
+            let rules = ctx
+                .rules
+                .iter()
+                .map(|r| (r.scim.as_str(), r.local.as_str()));
+            (cache, rendered::fingerprint(&ctx.base_url, rules))
+        });
+        View { ctx, params, cache }
+    }
+
+    fn render(&self, mut row: UserRow) -> Result<Arc<RawValue>, ScimError> {
         let attributes = std::mem::take(&mut row.attributes.0);
-        let doc = render(ctx, &row, attributes, &row.groups()?);
-        items.push(schema::project(
+        let doc = render(self.ctx, &row, attributes, &row.groups()?);
+        let doc = schema::project(
             &USER_RESOURCE,
             doc,
-            &params.attributes,
-            &params.excluded_attributes,
-        ));
+            &self.params.attributes,
+            &self.params.excluded_attributes,
+        );
+        Ok(Arc::from(to_raw_value(&doc).map_err(internal)?))
     }
-    Ok(list_response(total, plan.start_index(), items, next))
+
+    /// Each row's document: kept, or rendered (and kept).
+    fn rows(&self, rows: Vec<UserRow>) -> Result<Vec<Arc<RawValue>>, ScimError> {
+        let Some((cache, fp)) = self.cache else {
+            return rows.into_iter().map(|r| self.render(r)).collect();
+        };
+        let want: Vec<Want> = rows
+            .iter()
+            .map(|r| Want::new(r.user_id, r.version, r.stamp))
+            .collect();
+        let kept = cache.get_many(self.ctx.client_id(), fp, &want);
+        let mut out = Vec::with_capacity(rows.len());
+        let mut fresh = Vec::new();
+        for ((row, w), k) in rows.into_iter().zip(want).zip(kept) {
+            let doc = match k {
+                Some(doc) => doc,
+                None => {
+                    let doc = self.render(row)?;
+                    fresh.push((w, doc.clone()));
+                    doc
+                }
+            };
+            out.push(doc);
+        }
+        cache.put_many(self.ctx.client_id(), fp, fresh);
+        Ok(out)
+    }
+
+    /// The listed users' documents in list order: kept ones where the stamps match, the
+    /// rest read and rendered. A user gone since the stamps were read is left out.
+    async fn by_stamps(
+        &self,
+        a: &mut impl store::Access,
+        (cache, fp): (&'static Rendered, u64),
+        stamps: &[UserStamp],
+    ) -> Result<Vec<Arc<RawValue>>, ScimError> {
+        let want: Vec<Want> = stamps
+            .iter()
+            .map(|s| Want::new(s.user_id, s.version, s.stamp))
+            .collect();
+        let mut docs = cache.get_many(self.ctx.client_id(), fp, &want);
+        let missing: Vec<Uuid> = want
+            .iter()
+            .zip(&docs)
+            .filter(|(_, d)| d.is_none())
+            .map(|(w, _)| w.user_id)
+            .collect();
+        if !missing.is_empty() {
+            let rows =
+                res::users_by_ids(a, self.ctx.client_id(), self.ctx.org_id(), &missing).await?;
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.user_id).collect();
+            let read: HashMap<Uuid, Arc<RawValue>> =
+                ids.into_iter().zip(self.rows(rows)?).collect();
+            for (w, d) in want.iter().zip(docs.iter_mut()) {
+                if d.is_none() {
+                    *d = read.get(&w.user_id).cloned();
+                }
+            }
+        }
+        Ok(docs.into_iter().flatten().collect())
+    }
 }
 
 /// What a normalised document says about the local user and the membership.

@@ -30,6 +30,7 @@ on_both_backends!(
     group_roles_follow_group_membership,
     every_change_is_audited_as_the_scim_client,
     root_search_spans_users_and_groups,
+    listed_users_follow_every_change_they_are_built_from,
 );
 
 const SCIM: &str = "application/scim+json";
@@ -1522,6 +1523,168 @@ async fn root_search_spans_users_and_groups(app: TestApp) {
         )
         .await;
     assert_eq!(ids(&by_name.body), vec![g]);
+    app.finish().await;
+}
+
+/// Runs one statement with one uuid bound to `$1`, as another node or code path would.
+async fn exec(app: &TestApp, sql: &'static str, id: Uuid) -> u64 {
+    let mut c = app.db.conn().await.unwrap();
+    lintel::with_conn!(&mut c, |c| sqlx::query(sql)
+        .bind(id)
+        .execute(&mut *c)
+        .await
+        .unwrap()
+        .rows_affected())
+}
+
+async fn meta_stamp(app: &TestApp, id: Uuid) -> i64 {
+    let mut c = app.db.conn().await.unwrap();
+    let (v,): (i64,) = lintel::with_conn!(&mut c, |c| sqlx::query_as(
+        "SELECT stamp FROM scim_resource_meta WHERE resource_id = $1"
+    )
+    .bind(id)
+    .fetch_one(&mut *c)
+    .await
+    .unwrap());
+    v
+}
+
+/// The list (unfiltered, so from kept renderings) as `{id: resource}`.
+async fn listed(s: &Scim<'_>) -> std::collections::HashMap<String, Value> {
+    let a = s.get("/Users?count=50").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    a.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_string(), r.clone()))
+        .collect()
+}
+
+/// Lists reuse this node's rendered Users (scim::rendered) only while the database's
+/// version and stamp say nothing they are built from changed: every such change, made
+/// by SQL as another node or code path would, shows in the next list.
+async fn listed_users_follow_every_change_they_are_built_from(app: TestApp) {
+    use lintel::scim::rendered;
+    let s = Scim::new(&app, "rendered").await;
+    let u1 = s.user("r1", "r1@example.com").await;
+    let u2 = s.user("r2", "r2@example.com").await;
+    let id1: Uuid = u1.parse().unwrap();
+    let before = listed(&s).await;
+    assert_eq!(before.len(), 2);
+    let kept = rendered::kept(s.client_id, id1).expect("the list kept its rendering");
+    // A single GET renders afresh: it must agree with the kept rendering.
+    assert_eq!(s.get(&format!("/Users/{u1}")).await.body, before[&u1]);
+
+    // Served from the kept rendering: a write that moves neither version nor stamp (no
+    // code path does this) is not seen.
+    exec(
+        &app,
+        "UPDATE scim_resource_meta SET created_at = last_modified WHERE resource_id = $1",
+        id1,
+    )
+    .await;
+    assert_eq!(listed(&s).await[&u1], before[&u1]);
+    assert_eq!(rendered::kept(s.client_id, id1), Some(kept));
+
+    // A users column a mapping reads.
+    exec(
+        &app,
+        "UPDATE users SET first_name = 'Changed' WHERE user_id = $1",
+        id1,
+    )
+    .await;
+    let now = listed(&s).await;
+    assert_eq!(now[&u1]["name"]["givenName"], "Changed");
+    assert_eq!(now[&u2], before[&u2], "the other user is untouched");
+    assert_ne!(rendered::kept(s.client_id, id1), Some(kept));
+
+    // The scim_users row.
+    exec(
+        &app,
+        "UPDATE scim_users SET active = false WHERE user_id = $1",
+        id1,
+    )
+    .await;
+    assert_eq!(listed(&s).await[&u1]["active"], false);
+
+    // The client's externalId: set, changed, removed.
+    let a = s
+        .patch(
+            &format!("/Users/{u1}"),
+            json!({"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations":[{"op":"add","path":"externalId","value":"ext-1"}]}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(listed(&s).await[&u1]["externalId"], "ext-1");
+    exec(
+        &app,
+        "UPDATE scim_external_ids SET external_id = 'ext-2' WHERE resource_id = $1",
+        id1,
+    )
+    .await;
+    assert_eq!(listed(&s).await[&u1]["externalId"], "ext-2");
+    exec(
+        &app,
+        "DELETE FROM scim_external_ids WHERE resource_id = $1",
+        id1,
+    )
+    .await;
+    assert!(listed(&s).await[&u1].get("externalId").is_none());
+
+    // Group membership, a group's name, and the group's deletion.
+    let g = s.group("Team", &[&u1]).await;
+    assert_eq!(listed(&s).await[&u1]["groups"][0]["display"], "Team");
+    let a = s
+        .patch(
+            &format!("/Groups/{g}"),
+            json!({"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations":[{"op":"replace","path":"displayName","value":"Team 2"}]}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(listed(&s).await[&u1]["groups"][0]["display"], "Team 2");
+    assert_eq!(s.delete(&format!("/Groups/{g}")).await.status, 204);
+    assert!(listed(&s).await[&u1].get("groups").is_none());
+
+    // The client's mapping rules.
+    clients::set_mappings(
+        &app.state.identity,
+        s.client_id,
+        vec![("name.givenName".into(), "last_name".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(listed(&s).await[&u1]["name"]["givenName"], "r1");
+
+    // A resource provisioned again under the same id starts from a new stamp.
+    let old = meta_stamp(&app, id1).await;
+    exec(
+        &app,
+        "INSERT INTO scim_resource_meta (resource_type, resource_id, org_id, version, created_at, last_modified) \
+         SELECT 'Group', resource_id, org_id, version, created_at, last_modified FROM scim_resource_meta WHERE resource_id = $1",
+        id1,
+    )
+    .await;
+    exec(
+        &app,
+        "DELETE FROM scim_resource_meta WHERE resource_type = 'User' AND resource_id = $1",
+        id1,
+    )
+    .await;
+    exec(
+        &app,
+        "UPDATE scim_resource_meta SET resource_type = 'User' WHERE resource_id = $1",
+        id1,
+    )
+    .await;
+    assert_ne!(meta_stamp(&app, id1).await, old);
+
+    // Listing in another view is not served from the cache and agrees with it.
+    let a = s.get("/Users?count=50&attributes=userName").await;
+    assert_eq!(a.body["Resources"].as_array().unwrap().len(), 2);
+    assert!(a.body["Resources"][0].get("name").is_none());
     app.finish().await;
 }
 

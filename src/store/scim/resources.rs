@@ -136,6 +136,8 @@ pub struct UserRow {
     pub enabled: bool,
     pub properties: Json<Value>,
     pub version: i64,
+    /// Changes with anything the representation is built from (migration 0009).
+    pub stamp: i64,
     pub created_at: DateTime<Utc>,
     pub last_modified: DateTime<Utc>,
     pub external_id: Option<String>,
@@ -173,7 +175,7 @@ const USER_FROM: &str = "FROM scim_users su
 
 const USER_COLUMNS: &str = "su.user_id, su.org_id, su.user_name, su.display_name, su.attributes, \
     su.active, su.client_id, u.email, u.email_confirmed, u.username, u.first_name, u.last_name, \
-    u.picture_url, u.enabled, u.properties, m.version, m.created_at, m.last_modified, \
+    u.picture_url, u.enabled, u.properties, m.version, m.stamp, m.created_at, m.last_modified, \
     x.external_id";
 
 /// [`USER_COLUMNS`] plus the user's groups as one JSON text column, so a page of users is
@@ -271,6 +273,28 @@ pub async fn search_users(
     cond: &Cond,
     page: &Page,
 ) -> Result<Vec<UserRow>, StoreError> {
+    let columns = user_columns(dialect(a));
+    let (sql, binds) = user_page(a, cond, page, |_| format!("SELECT {columns} {USER_FROM}"));
+    Ok(with_conn!(a, |c| bind_all!(
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(client_id)
+            .bind(org_id),
+        binds.clone()
+    )
+    .fetch_all(&mut *c)
+    .await?))
+}
+
+/// A page's statement: `select` (given the joins its order needs; it ends in `WHERE
+/// su.org_id = $2`) over the ids of the page, which is cut from `scim_users` alone so
+/// that skipped rows cost an index step each. Returns the text and the binds after
+/// `$1` (the client) and `$2` (the org).
+fn user_page(
+    a: &mut impl Access,
+    cond: &Cond,
+    page: &Page,
+    select: impl FnOnce(Uses) -> String,
+) -> (String, Vec<Bound>) {
     let mut q = Sql::new(dialect(a), Resource::User, 3);
     q.cond(cond);
     page_conds(&mut q, page, Resource::User);
@@ -293,26 +317,91 @@ pub async fn search_users(
         page.descending,
         sort.is_some_and(|s| s.1),
     );
-    let binds = q.binds;
-    let outer_binds = outer.binds;
-    let columns = user_columns(dialect(a));
+    let head = select(outer.uses);
     let sql = format!(
-        "SELECT {columns} {USER_FROM} AND su.user_id IN (
+        "{head} AND su.user_id IN (
            SELECT su.user_id FROM scim_users su{joins}
            WHERE su.org_id = $2 AND {where_} ORDER BY {inner_order} LIMIT {limit} OFFSET {offset})
          ORDER BY {outer_order}"
     );
-    let (lim, off) = (i64::from(page.limit), page.offset as i64);
-    Ok(with_conn!(a, |c| bind_all!(
-        bind_all!(
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(client_id)
-                .bind(org_id),
-            binds.clone()
+    let mut binds = q.binds;
+    binds.push(Bound::Int(i64::from(page.limit)));
+    binds.push(Bound::Int(page.offset as i64));
+    binds.extend(outer.binds);
+    (sql, binds)
+}
+
+/// A listed user's id with what its representation is keyed by: `(version, stamp)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct UserStamp {
+    pub user_id: Uuid,
+    pub version: i64,
+    pub stamp: i64,
+}
+
+impl Listed for UserStamp {
+    const RESOURCE: Resource = Resource::User;
+
+    fn search(
+        a: &mut impl Access,
+        client_id: Uuid,
+        org_id: Uuid,
+        cond: &Cond,
+        page: &Page,
+    ) -> impl Future<Output = Result<Vec<Self>, StoreError>> + Send {
+        search_user_stamps(a, client_id, org_id, cond, page)
+    }
+}
+
+/// [`search_users`] reading only each user's id, version and stamp (from an index).
+pub async fn search_user_stamps(
+    a: &mut impl Access,
+    client_id: Uuid,
+    org_id: Uuid,
+    cond: &Cond,
+    page: &Page,
+) -> Result<Vec<UserStamp>, StoreError> {
+    let (sql, binds) = user_page(a, cond, page, |uses| {
+        format!(
+            "SELECT su.user_id, ms.version, ms.stamp FROM scim_users su \
+             JOIN scim_resource_meta ms ON ms.resource_type = 'User' AND ms.resource_id = su.user_id\
+             {} WHERE su.org_id = $2",
+            user_joins(uses)
         )
-        .bind(lim)
-        .bind(off),
-        outer_binds.clone()
+    });
+    Ok(with_conn!(a, |c| bind_all!(
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(client_id)
+            .bind(org_id),
+        binds.clone()
+    )
+    .fetch_all(&mut *c)
+    .await?))
+}
+
+/// The org's provisioned users with these ids (in no order; missing ids are left out).
+pub async fn users_by_ids(
+    a: &mut impl Access,
+    client_id: Uuid,
+    org_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<UserRow>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = Sql::new(dialect(a), Resource::User, 3);
+    let marks: Vec<String> = ids.iter().map(|id| q.bind(Bound::Uuid(*id))).collect();
+    let sql = format!(
+        "SELECT {} {USER_FROM} AND su.user_id IN ({})",
+        user_columns(dialect(a)),
+        marks.join(", ")
+    );
+    let binds = q.binds;
+    Ok(with_conn!(a, |c| bind_all!(
+        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(client_id)
+            .bind(org_id),
+        binds.clone()
     )
     .fetch_all(&mut *c)
     .await?))
