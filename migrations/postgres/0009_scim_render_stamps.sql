@@ -29,11 +29,15 @@ END;
 $$;
 
 CREATE TRIGGER users_scim_stamp AFTER UPDATE OF email, username, first_name, last_name, picture_url, properties
-    ON users FOR EACH ROW EXECUTE FUNCTION scim_bump_stamp();
+    ON users FOR EACH ROW
+    WHEN ((OLD.email, OLD.username, OLD.first_name, OLD.last_name, OLD.picture_url, OLD.properties)
+          IS DISTINCT FROM (NEW.email, NEW.username, NEW.first_name, NEW.last_name, NEW.picture_url, NEW.properties))
+    EXECUTE FUNCTION scim_bump_stamp();
 CREATE TRIGGER scim_users_stamp AFTER UPDATE ON scim_users FOR EACH ROW EXECUTE FUNCTION scim_bump_stamp();
 CREATE TRIGGER scim_external_ids_stamp AFTER INSERT OR UPDATE OR DELETE ON scim_external_ids
     FOR EACH ROW EXECUTE FUNCTION scim_bump_stamp();
 CREATE TRIGGER scim_group_members_stamp AFTER INSERT OR DELETE ON scim_group_members
     FOR EACH ROW EXECUTE FUNCTION scim_bump_stamp();
 CREATE TRIGGER scim_groups_stamp_rename AFTER UPDATE OF display_name ON scim_groups
-    FOR EACH ROW EXECUTE FUNCTION scim_bump_stamp();
+    FOR EACH ROW WHEN (OLD.display_name IS DISTINCT FROM NEW.display_name)
+    EXECUTE FUNCTION scim_bump_stamp();

@@ -10,7 +10,10 @@ CREATE INDEX scim_resource_meta_stamp_idx ON scim_resource_meta (resource_type, 
 CREATE TRIGGER scim_resource_meta_stamp_new AFTER INSERT ON scim_resource_meta BEGIN
     UPDATE scim_resource_meta SET stamp = random() & 4611686018427387903 WHERE rowid = NEW.rowid;
 END;
-CREATE TRIGGER users_scim_stamp AFTER UPDATE OF email, username, first_name, last_name, picture_url, properties ON users BEGIN
+CREATE TRIGGER users_scim_stamp AFTER UPDATE OF email, username, first_name, last_name, picture_url, properties ON users
+    WHEN OLD.email IS NOT NEW.email OR OLD.username IS NOT NEW.username OR OLD.first_name IS NOT NEW.first_name
+      OR OLD.last_name IS NOT NEW.last_name OR OLD.picture_url IS NOT NEW.picture_url OR OLD.properties IS NOT NEW.properties
+BEGIN
     UPDATE scim_resource_meta SET stamp = stamp + 1 WHERE resource_type = 'User' AND resource_id = NEW.user_id;
 END;
 CREATE TRIGGER scim_users_stamp AFTER UPDATE ON scim_users BEGIN
@@ -31,7 +34,8 @@ END;
 CREATE TRIGGER scim_group_members_stamp_delete AFTER DELETE ON scim_group_members BEGIN
     UPDATE scim_resource_meta SET stamp = stamp + 1 WHERE resource_type = 'User' AND resource_id = OLD.user_id;
 END;
-CREATE TRIGGER scim_groups_stamp_rename AFTER UPDATE OF display_name ON scim_groups BEGIN
+CREATE TRIGGER scim_groups_stamp_rename AFTER UPDATE OF display_name ON scim_groups
+    WHEN OLD.display_name IS NOT NEW.display_name BEGIN
     UPDATE scim_resource_meta SET stamp = stamp + 1
     WHERE resource_type = 'User' AND resource_id IN (SELECT user_id FROM scim_group_members WHERE group_id = NEW.group_id);
 END;

@@ -1598,6 +1598,15 @@ async fn listed_users_follow_every_change_they_are_built_from(app: TestApp) {
     assert_eq!(now[&u1]["name"]["givenName"], "Changed");
     assert_eq!(now[&u2], before[&u2], "the other user is untouched");
     assert_ne!(rendered::kept(s.client_id, id1), Some(kept));
+    // Writing the same values (as a profile save does) moves nothing.
+    let stamp = meta_stamp(&app, id1).await;
+    exec(
+        &app,
+        "UPDATE users SET first_name = first_name, email = email WHERE user_id = $1",
+        id1,
+    )
+    .await;
+    assert_eq!(meta_stamp(&app, id1).await, stamp);
 
     // The scim_users row.
     exec(
@@ -1636,6 +1645,20 @@ async fn listed_users_follow_every_change_they_are_built_from(app: TestApp) {
     // Group membership, a group's name, and the group's deletion.
     let g = s.group("Team", &[&u1]).await;
     assert_eq!(listed(&s).await[&u1]["groups"][0]["display"], "Team");
+    // Another member joining leaves u1's stamp alone (the group's name did not change).
+    let id2: Uuid = u2.parse().unwrap();
+    let (s1, s2) = (meta_stamp(&app, id1).await, meta_stamp(&app, id2).await);
+    let a = s
+        .patch(
+            &format!("/Groups/{g}"),
+            json!({"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations":[{"op":"add","path":"members","value":[{"value": u2}]}]}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(meta_stamp(&app, id1).await, s1);
+    assert_ne!(meta_stamp(&app, id2).await, s2);
+    assert_eq!(listed(&s).await[&u2]["groups"][0]["display"], "Team");
     let a = s
         .patch(
             &format!("/Groups/{g}"),
@@ -1644,7 +1667,9 @@ async fn listed_users_follow_every_change_they_are_built_from(app: TestApp) {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-    assert_eq!(listed(&s).await[&u1]["groups"][0]["display"], "Team 2");
+    let now = listed(&s).await;
+    assert_eq!(now[&u1]["groups"][0]["display"], "Team 2");
+    assert_eq!(now[&u2]["groups"][0]["display"], "Team 2");
     assert_eq!(s.delete(&format!("/Groups/{g}")).await.status, 204);
     assert!(listed(&s).await[&u1].get("groups").is_none());
 
