@@ -6,7 +6,7 @@
 use super::mapping::Rule;
 pub use crate::identity::ttl_cache::{Cache, TTL};
 use crate::store::scim::{ScimClient, ScimToken};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use uuid::Uuid;
 
 /// Verified tokens by SHA-256 of the secret.
@@ -15,9 +15,9 @@ pub fn tokens() -> &'static Cache<(ScimToken, ScimClient)> {
     C.get_or_init(Cache::new)
 }
 
-/// Effective mapping rules by client id.
-pub fn mappings() -> &'static Cache<Vec<Rule>> {
-    static C: OnceLock<Cache<Vec<Rule>>> = OnceLock::new();
+/// Effective mapping rules by client id, with their [`super::rendered::fingerprint`].
+pub fn mappings() -> &'static Cache<(Arc<Vec<Rule>>, u64)> {
+    static C: OnceLock<Cache<(Arc<Vec<Rule>>, u64)>> = OnceLock::new();
     C.get_or_init(Cache::new)
 }
 

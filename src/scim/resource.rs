@@ -19,7 +19,10 @@ pub struct Ctx {
     pub id: Identity,
     pub principal: ScimPrincipal,
     pub base_url: String,
-    pub rules: Vec<Rule>,
+    pub rules: Arc<Vec<Rule>>,
+    /// What renderings depend on besides the row: the rules and the base URL (see
+    /// [`super::rendered`]).
+    pub fingerprint: u64,
 }
 
 impl Ctx {
@@ -29,8 +32,9 @@ impl Ctx {
         actor: &Actor,
     ) -> Result<Ctx, ScimError> {
         let key = principal.client_id().to_string();
-        let rules = match super::cache::mappings().get(&key) {
-            Some(rules) => rules,
+        let base_url = super::base_url(&id.config);
+        let (rules, fingerprint) = match super::cache::mappings().get(&key) {
+            Some(kept) => kept,
             None => {
                 let mut c = id.db.conn().await?;
                 let rows = store::scim::list_mappings(&mut c, principal.client_id()).await?;
@@ -40,15 +44,19 @@ impl Ctx {
                     .collect();
                 let rules =
                     mapping::effective(mapping::defaults(&id.config.scim.user_name_maps_to), &rows);
-                super::cache::mappings().put(key, rules.clone());
-                rules
+                let pairs = rules.iter().map(|r| (r.scim.as_str(), r.local.as_str()));
+                let fingerprint = super::rendered::fingerprint(&base_url, pairs);
+                let kept = (Arc::new(rules), fingerprint);
+                super::cache::mappings().put(key, kept.clone());
+                kept
             }
         };
         Ok(Ctx {
             id: principal.identity(id, actor),
-            base_url: super::base_url(&id.config),
+            base_url,
             principal,
             rules,
+            fingerprint,
         })
     }
 

@@ -10,7 +10,7 @@ use super::ScimError;
 use super::anchors;
 use super::mapping::{self, LocalRow};
 use super::query::Kind;
-use super::rendered::{self, Rendered, Want};
+use super::rendered::{Rendered, Want};
 use super::resource::{Ctx, ListBody, ListParams, ListPlan, check_if_match, etag, internal};
 use super::schema::{self, USER_RESOURCE, lenient_bool};
 use super::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA, patch};
@@ -193,13 +193,7 @@ impl<'a> View<'a> {
     fn new(ctx: &'a Ctx, params: &'a ListParams) -> View<'a> {
         let cache = Rendered::node(ctx.id.config.scim.render_cache_mib as usize * (1 << 20));
         let default_view = params.attributes.is_empty() && params.excluded_attributes.is_empty();
-        let cache = (cache.enabled() && default_view).then(|| {
-            let rules = ctx
-                .rules
-                .iter()
-                .map(|r| (r.scim.as_str(), r.local.as_str()));
-            (cache, rendered::fingerprint(&ctx.base_url, rules))
-        });
+        let cache = (cache.enabled() && default_view).then_some((cache, ctx.fingerprint));
         View { ctx, params, cache }
     }
 
