@@ -32,6 +32,20 @@ macro_rules! bind_all {
     }};
 }
 
+/// Runs `sql` with `$1` the client, `$2` the org and `binds` after them; all rows.
+macro_rules! fetch_all {
+    ($a:expr, $sql:expr, $client_id:expr, $org_id:expr, $binds:expr) => {
+        Ok(with_conn!($a, |c| bind_all!(
+            sqlx::query_as(sqlx::AssertSqlSafe($sql))
+                .bind($client_id)
+                .bind($org_id),
+            $binds.clone()
+        )
+        .fetch_all(&mut *c)
+        .await?))
+    };
+}
+
 /// How a listing is ordered and cut.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
@@ -275,14 +289,7 @@ pub async fn search_users(
 ) -> Result<Vec<UserRow>, StoreError> {
     let columns = user_columns(dialect(a));
     let (sql, binds) = user_page(a, cond, page, |_| format!("SELECT {columns} {USER_FROM}"));
-    Ok(with_conn!(a, |c| bind_all!(
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(client_id)
-            .bind(org_id),
-        binds.clone()
-    )
-    .fetch_all(&mut *c)
-    .await?))
+    fetch_all!(a, sql, client_id, org_id, binds)
 }
 
 /// A page's statement: `select` (given the joins its order needs; it ends in `WHERE
@@ -369,14 +376,7 @@ pub async fn search_user_stamps(
             user_joins(uses)
         )
     });
-    Ok(with_conn!(a, |c| bind_all!(
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(client_id)
-            .bind(org_id),
-        binds.clone()
-    )
-    .fetch_all(&mut *c)
-    .await?))
+    fetch_all!(a, sql, client_id, org_id, binds)
 }
 
 /// The org's provisioned users with these ids (in no order; missing ids are left out).
@@ -397,14 +397,7 @@ pub async fn users_by_ids(
         marks.join(", ")
     );
     let binds = q.binds;
-    Ok(with_conn!(a, |c| bind_all!(
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(client_id)
-            .bind(org_id),
-        binds.clone()
-    )
-    .fetch_all(&mut *c)
-    .await?))
+    fetch_all!(a, sql, client_id, org_id, binds)
 }
 
 pub async fn count_users(
