@@ -5,7 +5,7 @@
 #   bash benches/scim_load.sh postgres URL      # a fresh PostgreSQL database (it is dropped
 #                                               # and recreated: pass a throwaway name)
 # Env: USERS_BIG (100000), USERS_TOTAL (1000000), ORGS (100), DURATION (15s),
-#      CONNECTIONS (32), THREADS (2).
+#      CONNECTIONS (32), THREADS (2), WARMUP (3s before each scenario; 0: none).
 # Seeding writes rows with SQL (users, memberships, scim_users, metadata); orgs and SCIM
 # clients come from the CLI. wrk needs `apt-get install wrk`.
 set -euo pipefail
@@ -160,6 +160,9 @@ LUA
 bench() {
   local title=$1 script=$2 conns=${3:-${CONNECTIONS}}
   echo "== ${title} (${conns} connections)"
+  # Untimed warm-up (WARMUP, 3s): the OS page cache of a just-written database and the
+  # node's caches (tokens, page anchors, rendered users) fill as in a running deployment.
+  [ "${WARMUP:-3s}" != 0 ] && wrk -t"${THREADS}" -c"${conns}" -d"${WARMUP:-3s}" -s "$script" "http://127.0.0.1:${port}" >/dev/null
   wrk -t"${THREADS}" -c"${conns}" -d"${DURATION}" --latency -s "$script" "http://127.0.0.1:${port}" \
     | grep -E "Requests/sec|Non-2xx|  (50|90|99)%|Latency  " || true
   echo "cpu_seconds_total=$(awk '{print ($14+$15)/100}' /proc/$pid/stat) rss_kib=$(awk '/VmRSS/{print $2}' /proc/$pid/status)"

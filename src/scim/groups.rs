@@ -347,11 +347,14 @@ async fn save(
     let added: BTreeSet<Uuid> = inc.members.difference(&before).copied().collect();
     let removed: BTreeSet<Uuid> = before.difference(&inc.members).copied().collect();
     check_members(ctx, tx, &added).await?;
-    for m in &added {
-        res::add_member(tx, row.group_id, *m, now).await?;
-    }
-    for m in &removed {
-        res::remove_member(tx, row.group_id, *m).await?;
+    // One ascending pass over adds and removes: the member triggers lock each user's
+    // metadata row (migration 0009), so concurrent saves take those locks in one order.
+    for m in added.union(&removed) {
+        if added.contains(m) {
+            res::add_member(tx, row.group_id, *m, now).await?;
+        } else {
+            res::remove_member(tx, row.group_id, *m).await?;
+        }
     }
     res::touch_group(tx, row.group_id, &inc.display_name, now).await?;
     if inc.external_id != row.external_id {

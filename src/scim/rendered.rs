@@ -168,14 +168,15 @@ impl Rendered {
         if cost > self.budget / 2 {
             return;
         }
+        if let Some(old) = g.current.remove(&key) {
+            g.current_bytes -= old.cost();
+        }
         if g.current_bytes + cost > self.budget / 2 {
             g.previous = std::mem::take(&mut g.current);
             g.current_bytes = 0;
         }
         g.current_bytes += cost;
-        if let Some(old) = g.current.insert(key, e) {
-            g.current_bytes -= old.cost();
-        }
+        g.current.insert(key, e);
     }
 
     fn entry(&self, client_id: Uuid, user_id: Uuid) -> Option<(i64, i64)> {
@@ -247,6 +248,18 @@ mod tests {
             r.entry(C, Uuid::from_u128(1)).is_none(),
             "unused entry dropped"
         );
+    }
+
+    #[test]
+    fn a_newer_rendering_replaces_in_place() {
+        let each = 100 + OVERHEAD;
+        let r = Rendered::new(each * 20);
+        r.put_many(C, 0, (0..10).map(|i| (want(i, 1, 0), doc(98))));
+        // The generation is full; a replacement frees its old entry's room first.
+        r.put_many(C, 0, [(want(3, 2, 0), doc(98))]);
+        let g = r.lock();
+        assert_eq!((g.current.len(), g.previous.len()), (10, 0));
+        assert_eq!(g.current_bytes, each * 10);
     }
 
     #[test]
