@@ -149,9 +149,11 @@ wrk.headers["Content-Type"] = "application/scim+json"
 local threads = 0
 setup = function(thread) thread:set("tid", threads); threads = threads + 1 end
 local counter = 0
+-- Per wrk run (the warm-up and the timed run are seconds apart): userNames never repeat.
+local run = os.time()
 request = function()
   counter = counter + 1
-  local name = "new-" .. tid .. "-" .. counter .. "@bench0.example"
+  local name = "new-" .. run .. "-" .. tid .. "-" .. counter .. "@bench0.example"
   return wrk.format("POST", "/scim/v2/Users", nil,
     '{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"' .. name .. '","name":{"givenName":"N","familyName":"B"},"active":true}')
 end
